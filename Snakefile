@@ -1,0 +1,23 @@
+# Replication of Xiao, Yan & Amit (2019), "A Method to Model Conditional Distributions with
+# Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/.
+from snakemake.utils import min_version
+
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/gmm.smk"
+include: "workflow/rules/latent.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        DATA_TARGETS,
+        GMM_TARGETS,
+        LATENT_TARGETS,

@@ -1,0 +1,222 @@
+"""What every training and evaluation step shares: devices, seeds, atomic files, safe checkpoints,
+divergence checks and progress lines for the rule logs.
+
+Example:
+    >>> import tempfile, pathlib, torch
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> save_checkpoint(d / "m.safetensors", {"w": torch.ones(2)}, {"blocks": 8})
+    >>> load_checkpoint(d / "m.safetensors", {"blocks": 8})["w"].tolist()
+    [1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+__all__ = [
+    "CheckpointMismatch",
+    "ProgressLog",
+    "TrainingDiverged",
+    "atomic_path",
+    "check_finite",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "setup_logging",
+    "write_json",
+]
+
+log = logging.getLogger("replicate")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; carries the iteration and the loss terms."""
+
+    def __init__(self, iteration: int, terms: Mapping[str, float]) -> None:
+        self.iteration = iteration
+        self.terms = dict(terms)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms.items())
+        super().__init__(
+            f"training diverged at iteration {iteration}: non-finite loss ({shown}). "
+            "Lower the learning rate or check the input data."
+        )
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was written under another configuration than the one loading it."""
+
+
+def setup_logging(log_file: str | os.PathLike | None = None) -> None:
+    """Send the ``replicate`` logger to stderr and, for a Snakemake rule, to its ``log:`` file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; ``"cuda"`` without a GPU is an error.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"config asks for device '{name}' but no CUDA GPU is visible to PyTorch "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+            "Set `device: auto` or `device: cpu` in the config."
+        )
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device '{name}': use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; returns a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the global state
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash or kill inside the block leaves no file at ``path``, so Snakemake never takes a
+    half-written output as finished.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+        >>> with atomic_path(target) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> target.read_text()
+        'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def _canonical(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(metadata, sort_keys=True, default=str)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]
+) -> None:
+    """Save tensors as safetensors (no pickle), with ``metadata`` (the configuration) inside."""
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={"config": _canonical(metadata)})
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Load a safetensors checkpoint; if ``expected`` is given it must equal the stored config.
+
+    Raises :class:`CheckpointMismatch` naming both configurations when they differ.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("config")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(
+            f"checkpoint {path} is unreadable or truncated ({exc}); delete it"
+        ) from exc
+    if expected is not None and stored != _canonical(expected):
+        raise CheckpointMismatch(
+            f"checkpoint {path} was written for configuration {stored}, but this run is "
+            f"configured as {_canonical(expected)}; delete the checkpoint or restore the config"
+        )
+    return load_file(str(path), device=str(device))
+
+
+def check_finite(iteration: int, terms: Mapping[str, Tensor | float]) -> dict[str, float]:
+    """Return the loss terms as floats; raise :class:`TrainingDiverged` if any is NaN or inf."""
+    values = {k: float(v.detach() if isinstance(v, Tensor) else v) for k, v in terms.items()}
+    if not all(np.isfinite(v) for v in values.values()):
+        raise TrainingDiverged(iteration, values)
+    return values
+
+
+class ProgressLog:
+    """Periodic progress lines (step, loss terms, it/s) for rule logs; no carriage returns.
+
+    Example:
+        >>> p = ProgressLog(total=10, every=5, what="iteration")
+        >>> p.update(5, {"loss": 1.0})  # logs "iteration 5/10 (50%) loss=1 ..."
+    """
+
+    def __init__(self, total: int, every: int = 50, what: str = "iteration") -> None:
+        self.total, self.every, self.what = total, max(1, every), what
+        self.start = self.last = time.perf_counter()
+        self.last_step = 0
+
+    def update(self, step: int, terms: Mapping[str, float]) -> None:
+        if step % self.every and step != self.total:
+            return
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last, 1e-9)
+        self.last, self.last_step = now, step
+        shown = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        log.info(
+            "%s %d/%d (%d%%) %s %.2f it/s",
+            self.what,
+            step,
+            self.total,
+            100 * step // self.total,
+            shown,
+            rate,
+        )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
