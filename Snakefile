@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gmm.smk"
 include: "workflow/rules/latent.smk"
+include: "workflow/rules/latent_eval.smk"
 
 
 rule all:
@@ -21,3 +22,4 @@ rule all:
         DATA_TARGETS,
         GMM_TARGETS,
         LATENT_TARGETS,
+        LATENT_EVAL_TARGETS,

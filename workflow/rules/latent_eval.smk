@@ -1,0 +1,2 @@
+# Placeholder until this stage lands.
+LATENT_EVAL_TARGETS = []
