@@ -2,7 +2,6 @@
 # Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/.
 from snakemake.utils import min_version
 
-
 min_version("9.0")
 
 

@@ -3,7 +3,6 @@ from snakemake.utils import validate
 
 from replicate.config import check_config
 
-
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
 
