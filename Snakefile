@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gmm.smk"
+include: "workflow/rules/gmm_eval.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/latent_eval.smk"
 
@@ -20,5 +21,6 @@ rule all:
     input:
         DATA_TARGETS,
         GMM_TARGETS,
+        GMM_EVAL_TARGETS,
         LATENT_TARGETS,
         LATENT_EVAL_TARGETS,

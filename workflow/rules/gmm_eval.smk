@@ -1,0 +1,2 @@
+# Placeholder until this stage lands.
+GMM_EVAL_TARGETS = []
