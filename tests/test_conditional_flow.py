@@ -1,0 +1,143 @@
+"""The method's loss and densities against closed forms, and its input checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from replicate.conditional_flow import ConditionalFlow
+
+torch.set_num_threads(1)
+
+
+def identity_flow(data_dim: int, condition_dim: int, latent_dim: int, **kw) -> ConditionalFlow:
+    """A flow whose network is exactly the identity: zero subnets, identity permutations."""
+    flow = ConditionalFlow(data_dim, condition_dim, latent_dim, n_blocks=2, hidden=8, **kw)
+    with torch.no_grad():
+        for p in flow.network.blocks.parameters():
+            p.zero_()
+        n = flow.network.permutations
+        flow.network.permutations.copy_(torch.arange(n.shape[1]).expand_as(n))
+        flow.network.inverse_permutations.copy_(torch.arange(n.shape[1]).expand_as(n))
+    return flow.double()
+
+
+def test_log_prob_of_identity_flow_equals_closed_form() -> None:
+    # D=3, M=2, K=3 -> padding P=2; identity maps [x, x0] to z = x, c_hat = x0.
+    eps, sigma = 0.1, 0.05
+    flow = identity_flow(3, 2, 3, eps=eps, sigma=sigma)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    c = torch.randn(6, 2, dtype=torch.float64)
+    expected = (
+        multivariate_normal(mean=[0, 0, 0]).logpdf(x.numpy())
+        + multivariate_normal(mean=[0, 0], cov=eps**2).logpdf((0 - c).numpy())
+        # the padding's own density at zero is divided out
+        - 2 * math.log(1 / math.sqrt(2 * math.pi * sigma**2))
+    )
+    torch.testing.assert_close(flow.log_prob(x, c), torch.as_tensor(expected))
+
+
+def test_nll_is_the_paper_loss_on_the_identity_flow() -> None:
+    eps = 0.2
+    flow = identity_flow(2, 3, 1, eps=eps, sigma=0.0)  # P = 2, no padding noise
+    x = torch.randn(5, 2, dtype=torch.float64)
+    c = torch.randn(5, 3, dtype=torch.float64)
+    # z = x[:, :1]; c_hat = [x[:, 1], 0, 0]
+    c_hat = torch.cat([x[:, 1:], torch.zeros(5, 2, dtype=torch.float64)], dim=1)
+    expected = 0.5 * x[:, 0] ** 2 + 0.5 * ((c_hat - c) ** 2).sum(1) / eps**2
+    torch.testing.assert_close(flow.nll(x, c), expected)
+
+
+def test_nll_and_log_prob_agree_up_to_constants_without_padding_noise() -> None:
+    torch.manual_seed(0)
+    flow = ConditionalFlow(2, 8, 2, eps=0.1, sigma=0.0, n_blocks=3, hidden=16).double()
+    x = torch.randn(10, 2, dtype=torch.float64)
+    c = torch.eye(8, dtype=torch.float64)[torch.arange(10) % 8]
+    const = 0.5 * 10 * math.log(2 * math.pi) + 8 * math.log(0.1)
+    torch.testing.assert_close(flow.nll(x, c) + const, -flow.log_prob(x, c))
+
+
+def test_predict_and_encode_read_the_forward_pass() -> None:
+    flow = identity_flow(2, 3, 1, eps=0.1, sigma=0.05)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(flow.encode(x), x[:, :1])
+    torch.testing.assert_close(flow.predict(x)[:, 0], x[:, 1])
+    assert torch.equal(flow.predict(x)[:, 1:], torch.zeros(4, 2, dtype=torch.float64))
+
+
+def test_sample_inverts_from_given_z_and_noisy_condition() -> None:
+    flow = identity_flow(2, 3, 1, eps=1e-9, sigma=0.05)
+    c = torch.tensor([0.7, 0.0, 0.0], dtype=torch.float64)
+    z = torch.tensor([[0.3], [-1.2]], dtype=torch.float64)
+    out = flow.sample(c.expand(2, -1), z=z)
+    torch.testing.assert_close(out, torch.tensor([[0.3, 0.7], [-1.2, 0.7]], dtype=torch.float64))
+
+
+def test_sample_shapes() -> None:
+    flow = ConditionalFlow(2, 8, 2, n_blocks=2, hidden=8)
+    assert flow.sample(torch.eye(8)[3], n=11).shape == (11, 2)
+    assert flow.sample(torch.eye(8)[:5]).shape == (5, 2)
+    with pytest.raises(ValueError, match="needs n >= 1"):
+        flow.sample(torch.eye(8)[3])
+    with pytest.raises(ValueError, match="one sample each"):
+        flow.sample(torch.eye(8)[:5], n=3)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.randn(4, 3), r"x must have shape \(batch, 2\)"),
+        (torch.randn(2), r"x must have shape \(batch, 2\)"),
+        (torch.ones(4, 2, dtype=torch.int64), "floating-point"),
+        (torch.tensor([[float("nan"), 0.0]]), "NaN"),
+        ([[0.0, 1.0]], "torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_value_error_saying_what_was_expected(bad, match: str) -> None:
+    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8)
+    with pytest.raises(ValueError, match=match):
+        flow.predict(bad)
+
+
+def test_condition_of_wrong_width_is_rejected() -> None:
+    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8)
+    with pytest.raises(ValueError, match=r"condition must have shape \(batch, 8\)"):
+        flow.nll(torch.randn(3, 2), torch.randn(3, 4))
+
+
+def test_input_on_another_device_is_rejected() -> None:
+    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8).to("meta")
+    with pytest.raises(ValueError, match="is on cpu but the model is on meta"):
+        flow.predict(torch.randn(3, 2))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"data_dim": 12, "condition_dim": 8, "latent_dim": 2}, "dimensions do not add up"),
+        ({"data_dim": 2, "condition_dim": 8, "latent_dim": 2, "eps": 0.0}, "eps must be > 0"),
+        ({"data_dim": 2, "condition_dim": 8, "latent_dim": 2, "sigma": -1.0}, "sigma must be"),
+    ],
+)
+def test_bad_settings_are_rejected(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ConditionalFlow(n_blocks=1, hidden=4, **kwargs)
+
+
+def test_training_learns_a_conditional_gaussian() -> None:
+    """A short fit makes the forward pass classify two well-separated Gaussians."""
+    from replicate.training import fit, make_optimizer
+
+    torch.manual_seed(0)
+    flow = ConditionalFlow(2, 2, 2, eps=0.1, sigma=0.05, n_blocks=3, hidden=32)
+    labels = torch.randint(2, (512,))
+    x = torch.randn(512, 2) * 0.3 + torch.tensor([[-2.0, 0.0], [2.0, 0.0]])[labels]
+    c = torch.eye(2)[labels]
+    opt = make_optimizer(flow.parameters(), lr=3e-3)
+    result = fit(lambda i: {"loss": flow.nll(x, c).mean()}, opt, iterations=150, progress_every=0)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    accuracy = (flow.predict(x).argmax(1) == labels).float().mean()
+    assert accuracy > 0.95

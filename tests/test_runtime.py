@@ -1,0 +1,128 @@
+"""Atomic outputs, safe checkpoints, device selection, divergence and the training loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from replicate.runtime import (
+    CheckpointMismatch,
+    TrainingDiverged,
+    atomic_path,
+    check_finite,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
+from replicate.training import fit, make_optimizer
+
+
+def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path) -> None:
+    target = tmp_path / "table.csv"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_an_old_file_only_on_success(tmp_path) -> None:
+    target = tmp_path / "table.csv"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+        assert target.read_text() == "old"
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_checkpoint_round_trip_and_config_mismatch_names_both(tmp_path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"w": torch.arange(3.0)}, {"blocks": 8, "hidden": 512})
+    assert load_checkpoint(path, {"hidden": 512, "blocks": 8})["w"].tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(CheckpointMismatch) as err:
+        load_checkpoint(path, {"blocks": 4, "hidden": 512})
+    assert '"blocks": 8' in str(err.value) and '"blocks": 4' in str(err.value)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"w": torch.randn(100)}, {"a": 1})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="unreadable or truncated"):
+        load_checkpoint(path, {"a": 1})
+
+
+def test_missing_checkpoint_names_the_path(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_device_selection() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_gpu_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+        resolve_device("cuda")
+
+
+def test_check_finite_reports_iteration_and_terms() -> None:
+    assert check_finite(3, {"a": torch.tensor(1.5)}) == {"a": 1.5}
+    with pytest.raises(TrainingDiverged, match=r"iteration 7: .*z=nan") as err:
+        check_finite(7, {"loss": torch.tensor(1.0), "z": torch.tensor(float("nan"))})
+    assert err.value.iteration == 7
+
+
+def test_fit_stops_at_the_first_non_finite_loss() -> None:
+    w = torch.nn.Parameter(torch.ones(1))
+    opt = make_optimizer([w], lr=0.1)
+
+    def step(i: int) -> dict[str, torch.Tensor]:
+        return {"loss": (w * (float("inf") if i == 4 else 1.0)).sum()}
+
+    with pytest.raises(TrainingDiverged) as err:
+        fit(step, opt, iterations=10, progress_every=0)
+    assert err.value.iteration == 4
+
+
+def test_fit_clamps_gradients_elementwise() -> None:
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    fit(
+        lambda i: {"loss": (w * torch.tensor([100.0, -0.5])).sum()},
+        opt,
+        1,
+        grad_clip=15.0,
+        progress_every=0,
+    )
+    torch.testing.assert_close(w.detach(), torch.tensor([-15.0, 0.5]))
+
+
+def test_resumed_fit_gives_the_same_weights_as_an_uninterrupted_one(tmp_path) -> None:
+    def run(stop_at: int | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        opt = make_optimizer(model.parameters(), lr=0.05)
+        data = torch.randn(20, 8, 3, generator=torch.Generator().manual_seed(1))
+
+        def step(i: int) -> dict[str, torch.Tensor]:
+            return {"loss": (model(data[i]) ** 2).mean()}
+
+        ckpt = tmp_path / "ckpt.pt"
+        if stop_at is not None:
+            fit(step, opt, stop_at, progress_every=0)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, ckpt)
+            state = torch.load(ckpt, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt = make_optimizer(model.parameters(), lr=0.05)
+            opt.load_state_dict(state["opt"])
+            fit(step, opt, 20, start=stop_at, progress_every=0)
+        else:
+            fit(step, opt, 20, progress_every=0)
+        return model.weight.detach().clone()
+
+    assert torch.equal(run(None), run(7))
