@@ -1,11 +1,14 @@
 # Replication of Xiao, Yan & Amit (2019), "A Method to Model Conditional Distributions with
 # Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: workflow.basedir + "/config/config.yaml"
+# Found from the workflow, so `--directory elsewhere` keeps the paper settings as the base.
+configfile: Path(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"
