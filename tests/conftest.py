@@ -1,0 +1,68 @@
+"""Shared fixtures: one finished local run of the smoke configuration, reused by every slow test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = REPO / "config" / "smoke.yaml"
+
+# Every artefact the paper shows (and our companion tables), as `snakemake` writes them.
+PAPER_FIGURES = [
+    "results/figures/fig5_1_gmm.png",
+    "results/figures/fig5_1_gmm_some.png",
+    "results/figures/fig5_2_inn_variants.png",
+    "results/figures/fig5_3_samples_mnist.png",
+    "results/figures/fig5_3_samples_fashion_mnist.png",
+    "results/figures/fig5_4_style_mnist.png",
+    "results/figures/fig5_4_style_fashion_mnist.png",
+]
+PAPER_TABLES = [
+    "results/tables/table1.csv",
+    "results/tables/gmm_metrics.csv",
+    "results/tables/latent_metrics.csv",
+    "results/tables/training_speed.csv",
+]
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: Path | None = SMOKE_CONFIG,
+    check: bool = True,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess[str]:
+    """Run the workflow of this checkout in ``workdir``, by default on the smoke configuration."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(min(2, os.cpu_count() or 1)),
+        *(["--configfile", str(configfile)] if configfile else []),
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"
+            f"{proc.stderr[-10000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding a finished local run of the whole DAG on the smoke configuration."""
+    workdir = tmp_path_factory.mktemp("smoke_run")
+    snakemake(workdir)
+    return workdir
