@@ -6,7 +6,7 @@ The library behind the Snakemake pipeline, usable on its own:
 - :mod:`replicate.conditional_flow`: the paper's method, :class:`ConditionalFlow`.
 - :mod:`replicate.cinn`, :mod:`replicate.inn`: the baselines.
 - :mod:`replicate.gmm`: the Gaussian-mixture problem with its exact posterior.
-- :mod:`replicate.runtime`, :mod:`replicate.training`: seeds, devices, safe files, the training loop.
+- :mod:`replicate.runtime`, :mod:`replicate.training`: seeds, devices, safe files, training.
 
 Example:
     >>> import torch
