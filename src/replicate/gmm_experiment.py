@@ -1,0 +1,366 @@
+"""Training every model of the Gaussian-mixture experiment (SPEC E1/E2) and loading it back.
+
+Five models share one data set, network, batch and iteration budget: the method (``ours``), the
+three INN variants of Figure 5.2 and the cINN. :func:`load_gmm_model` wraps each in
+:class:`GMMModel`, one interface for the evaluation: ``predict`` (scores whose argmax over the first
+``n_labels`` columns is the predicted label), ``sample`` and ``log_prob`` (``None`` for the INN).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> cfg = {"n_train": 512, "batch_size": 64, "iterations": 3,
+    ...        "network": {"n_blocks": 2, "hidden": 8, "subnet_layers": 3, "clamp": 2.0},
+    ...        "ours": {"latent_dim": 2, "eps": 0.1, "sigma": 0.05,
+    ...                 "optimizer": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8,
+    ...                               "weight_decay": 0.0, "grad_clip": None}}}
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> status = train_gmm_model("ours", cfg, "all", 0, "cpu", d / "m.safetensors", d / "m.json",
+    ...                          progress_every=0)
+    >>> status["diverged"], status["iterations_done"]
+    (False, 3)
+    >>> model = load_gmm_model("ours", d / "m.safetensors", cfg, "all", "cpu")
+    >>> model.predict(torch.zeros(5, 2)).shape, model.sample(torch.eye(8)[0], 4).shape
+    (torch.Size([5, 8]), torch.Size([4, 2]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from replicate.cinn import ConditionalINN
+from replicate.conditional_flow import ConditionalFlow
+from replicate.gmm import GaussianMixture
+from replicate.inn import INN
+from replicate.runtime import (
+    TrainingDiverged,
+    atomic_path,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    write_json,
+)
+from replicate.training import fit, make_optimizer
+
+__all__ = [
+    "MODEL_NAMES",
+    "GMMModel",
+    "build_model",
+    "load_gmm_model",
+    "model_names",
+    "train_gmm_model",
+    "training_settings",
+]
+
+log = logging.getLogger("replicate")
+
+MODEL_NAMES: tuple[str, ...] = ("ours", "inn_full", "inn_forward_only", "inn_altered_ramp", "cinn")
+_INN_PREFIX = "inn_"
+
+
+def model_names(gmm_config: Mapping[str, Any]) -> list[str]:
+    """The models a ``gmm:`` config trains: ours, one INN per configured variant, the cINN.
+
+    Example:
+        >>> model_names({"inn": {"variants": {"full": {}, "forward_only": {}}}})
+        ['ours', 'inn_full', 'inn_forward_only', 'cinn']
+    """
+    variants = gmm_config.get("inn", {}).get("variants", {})
+    return ["ours", *(f"{_INN_PREFIX}{v}" for v in variants), "cinn"]
+
+
+def _section(name: str) -> str:
+    if name in ("ours", "cinn"):
+        return name
+    if name.startswith(_INN_PREFIX):
+        return "inn"
+    raise ValueError(f"unknown GMM model '{name}': use one of {MODEL_NAMES}")
+
+
+def training_settings(gmm_config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The part of a ``gmm:`` config that determines how model ``name`` trains.
+
+    Snakemake passes only this as the training rule's params, so changing an evaluation key (e.g.
+    ``n_test``) does not retrain anything. The result is itself a valid ``gmm_config`` for
+    :func:`train_gmm_model` and :func:`build_model`.
+
+    Example:
+        >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "network": {}, "n_test": 99,
+        ...        "ours": {"eps": 0.1}, "cinn": {}}
+        >>> sorted(training_settings(cfg, "ours"))
+        ['batch_size', 'iterations', 'n_train', 'network', 'ours']
+    """
+    section = _section(name)
+    out = {k: gmm_config[k] for k in ("n_train", "batch_size", "iterations", "network")}
+    settings = dict(gmm_config[section])
+    if section == "inn":
+        variant = name[len(_INN_PREFIX) :]
+        variants = settings.pop("variants")
+        if variant not in variants:
+            raise ValueError(
+                f"gmm.inn.variants has no variant '{variant}' (model '{name}'); configured: "
+                f"{sorted(variants)}"
+            )
+        settings["variants"] = {variant: variants[variant]}
+    out[section] = settings
+    return out
+
+
+def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: int) -> nn.Module:
+    """A freshly initialised model; weights and permutations drawn from ``seed``.
+
+    The global random state is left as it was, so building a model never changes what a caller
+    samples next.
+
+    Example:
+        >>> cfg = {"network": {"n_blocks": 2, "hidden": 8, "subnet_layers": 3, "clamp": 2.0},
+        ...        "cinn": {}}
+        >>> type(build_model("cinn", cfg, "all", seed=0)).__name__
+        'ConditionalINN'
+    """
+    section = _section(name)
+    gm = GaussianMixture(label_map)
+    net = dict(gmm_config["network"])
+    network = {
+        "n_blocks": net["n_blocks"],
+        "hidden": net["hidden"],
+        "subnet_layers": net["subnet_layers"],
+        "clamp": net["clamp"],
+        "init_scale": net.get("init_scale"),
+        "permutation_seed": seed,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if section == "ours":
+            cfg = gmm_config["ours"]
+            return ConditionalFlow(
+                gm.data_dim,
+                gm.condition_dim,
+                cfg["latent_dim"],
+                eps=cfg["eps"],
+                sigma=cfg["sigma"],
+                **network,
+            )
+        if section == "cinn":
+            return ConditionalINN(gm.data_dim, gm.condition_dim, **network)
+        cfg = gmm_config["inn"]
+        variant = cfg["variants"].get(name[len(_INN_PREFIX) :])
+        if variant is None:
+            raise ValueError(f"gmm.inn.variants has no entry for model '{name}'")
+        return INN(
+            gm.data_dim,
+            gm.condition_dim,
+            cfg["latent_dim"],
+            y_noise=cfg["y_noise"],
+            pad_noise=cfg["pad_noise"],
+            weights=cfg["weights"],
+            mmd_widths=cfg["mmd_widths"],
+            losses=variant["losses"],
+            ramp_start=cfg["ramp"]["start"],
+            ramp_epochs=variant["ramp_epochs"],
+            iterations_per_epoch=cfg["ramp"]["iterations_per_epoch"],
+            **network,
+        )
+
+
+def _loss_terms(model: nn.Module, x: Tensor, c: Tensor, iteration: int) -> dict[str, Tensor]:
+    if isinstance(model, INN):
+        return model.losses(x, c, iteration)
+    return {"loss": model.nll(x, c).mean()}
+
+
+def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[str, Any]:
+    """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
+    return {"model": name, "label_map": label_map, **training_settings(gmm_config, name)}
+
+
+def _config_hash(metadata: Mapping[str, Any]) -> str:
+    text = json.dumps(metadata, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_gmm_model(
+    name: str,
+    gmm_config: Mapping[str, Any],
+    label_map: str,
+    seed: int,
+    device: str | torch.device,
+    checkpoint_path: str | os.PathLike,
+    status_path: str | os.PathLike,
+    *,
+    history_path: str | os.PathLike | None = None,
+    threads: int | None = None,
+    progress_every: int = 25,
+) -> dict[str, Any]:
+    """Train model ``name`` on the mixture with label map ``label_map``; write its outputs.
+
+    A fixed training set of ``n_train`` points is drawn from ``seed``; iteration ``i`` draws its
+    batch of ``batch_size`` rows from a generator seeded by ``(seed, i)``, and the model's own noise
+    comes from the global generator seeded by ``seed``, so the same seed gives the same weights on
+    the CPU. A divergence (NaN/inf loss) does not raise: the status says ``diverged: true`` with
+    the iteration and the loss terms, and the last finite weights are still saved, so that the
+    workflow goes on and the evaluation reports the run as diverged.
+
+    Writes the checkpoint (safetensors), the status JSON (returned as a dict) and, if
+    ``history_path`` is given, the per-iteration loss terms as CSV.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    section = _section(name)
+    metadata = _metadata(name, gmm_config, label_map)
+    seed_everything(seed)
+    gm = GaussianMixture(label_map)
+    x_train, labels = gm.sample(gmm_config["n_train"], torch.Generator().manual_seed(seed))
+    x_train, c_train = x_train.to(dev), gm.one_hot(labels).to(dev)
+    model = build_model(name, gmm_config, label_map, seed).to(dev)
+    opt_cfg = gmm_config[section]["optimizer"]
+    optimizer = make_optimizer(model.parameters(), **opt_cfg)
+    batch_size, n_train = gmm_config["batch_size"], gmm_config["n_train"]
+    history: list[dict[str, float]] = []
+
+    def step(i: int) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        idx = torch.randint(n_train, (batch_size,), generator=g).to(dev)
+        terms = _loss_terms(model, x_train[idx], c_train[idx], i)
+        history.append({"iteration": i, **{k: float(v.detach()) for k, v in terms.items()}})
+        return terms
+
+    log.info(
+        "training %s on label map '%s', seed %d, device %s, %d iterations at batch %d, "
+        "%d parameters",
+        name,
+        label_map,
+        seed,
+        dev,
+        gmm_config["iterations"],
+        batch_size,
+        sum(p.numel() for p in model.parameters()),
+    )
+    model.train()
+    begin = time.perf_counter()
+    diverged, message = False, "finished"
+    try:
+        result = fit(
+            step,
+            optimizer,
+            gmm_config["iterations"],
+            grad_clip=opt_cfg.get("grad_clip"),
+            progress_every=progress_every,
+        )
+        done, seconds = result.iterations, result.seconds
+    except TrainingDiverged as exc:
+        diverged, message = True, str(exc)
+        done, seconds = exc.iteration, time.perf_counter() - begin
+        log.error("%s: %s", name, message)
+    final = {k: v for k, v in history[-1].items() if k != "iteration"} if history else {}
+    status = {
+        "model": name,
+        "label_map": label_map,
+        "seed": seed,
+        "device": str(dev),
+        "diverged": diverged,
+        "message": message,
+        "iterations_done": done,
+        "iterations": gmm_config["iterations"],
+        "seconds": seconds,
+        "seconds_per_iteration": seconds / max(len(history), 1),
+        "final_terms": final,
+        "config_hash": _config_hash(metadata),
+        "torch_threads": torch.get_num_threads(),
+    }
+    save_checkpoint(checkpoint_path, model.state_dict(), metadata)
+    if history_path is not None:
+        with atomic_path(history_path) as tmp:
+            pd.DataFrame(history).to_csv(tmp, index=False)
+    write_json(status_path, status)
+    log.info(
+        "%s: %s after %d iterations, %.3f s/iteration",
+        name,
+        "DIVERGED" if diverged else "done",
+        done,
+        status["seconds_per_iteration"],
+    )
+    return status
+
+
+class GMMModel:
+    """The interface the evaluation uses for every trained GMM model.
+
+    Attributes:
+        name: the model name (see :data:`MODEL_NAMES`).
+        n_labels: number of labels of the label map.
+        has_log_prob: whether :meth:`log_prob` gives densities (False for the INN variants).
+        module: the underlying torch model.
+    """
+
+    def __init__(self, name: str, module: nn.Module, label_map: str) -> None:
+        self.name, self.module = name, module.eval()
+        self.mixture = GaussianMixture(label_map)
+        self.n_labels = self.mixture.n_labels
+        self.has_log_prob = not isinstance(module, INN)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Scores of shape (n, 8): ``argmax`` over the first ``n_labels`` columns is the label.
+
+        Ours and the INN: the y-outputs of one forward pass. cINN: log p(y | x) by Bayes' rule
+        with the label prior over the ``n_labels`` labels; the other columns are ``-inf``.
+        """
+        x = x.to(self.device)
+        if isinstance(self.module, ConditionalINN):
+            candidates = self.mixture.one_hot(torch.arange(self.n_labels)).to(x.device)
+            log_post = self.module.classify(x, candidates, self.mixture.label_prior.log())
+            scores = x.new_full((x.shape[0], self.mixture.condition_dim), float("-inf"))
+            scores[:, : self.n_labels] = log_post
+            return scores
+        return self.module.predict(x)
+
+    @torch.no_grad()
+    def sample(self, condition: Tensor, n: int) -> Tensor:
+        """``n`` samples of p(x | condition) for one condition of shape (8,): shape (n, 2)."""
+        return self.module.sample(condition.to(self.device).float(), n=n)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor, condition: Tensor) -> Tensor | None:
+        """log p(x | condition) per row (conditions (n, 8) or one (8,)); ``None`` for the INN."""
+        if not self.has_log_prob:
+            return None
+        x = x.to(self.device).float()
+        condition = condition.to(self.device).float()
+        if condition.ndim == 1:
+            condition = condition.expand(x.shape[0], -1)
+        return self.module.log_prob(x, condition)
+
+
+def load_gmm_model(
+    name: str,
+    checkpoint_path: str | os.PathLike,
+    gmm_config: Mapping[str, Any],
+    label_map: str,
+    device: str | torch.device = "cpu",
+) -> GMMModel:
+    """Load a checkpoint written by :func:`train_gmm_model` as a :class:`GMMModel`.
+
+    Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    """
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, gmm_config, label_map), dev)
+    module = build_model(name, gmm_config, label_map, seed=0).to(dev)
+    # The permutations are buffers, so the stored ones (drawn from the run's seed) replace seed 0.
+    module.load_state_dict(tensors)
+    return GMMModel(name, module, label_map)

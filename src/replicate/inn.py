@@ -1,0 +1,265 @@
+"""The INN baseline (Ardizzone et al. 2018), as in its reference toy code (SPEC section 2).
+
+The same invertible network as the method maps the padded data ``[x, x0]`` to ``[z, (pad), y]``,
+but it is trained by four weighted losses instead of one likelihood:
+
+* ``y``: MSE of the y-outputs (and padding outputs) against the noisy label (and padding noise);
+* ``z``: MMD between ``[z_out, y_out.detach()]`` and ``[N(0, I) samples, noisy y]``;
+* ``x_backward``: MMD between the x-part of ``f^-1([N(0, I), pad noise, noisy y])`` and the true x,
+  weighted by a ramp that grows from 0.004 to 1 over ``ramp_epochs`` "epochs";
+* ``x_reconstruction``: MSE between ``f^-1([z_out.detach() + noise, pad noise, noisy y])`` and the
+  padded input.
+
+A variant switches losses on or off (Figure 5.2 of the paper). The INN has no density, so unlike
+:class:`replicate.conditional_flow.ConditionalFlow` it offers no ``log_prob``.
+
+Example:
+    >>> import torch
+    >>> inn = INN(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=2, hidden=16)
+    >>> x, c = torch.randn(64, 2), torch.eye(3)[torch.randint(3, (64,))]
+    >>> sorted(inn.losses(x, c, iteration=0))
+    ['loss', 'ramp', 'x_backward', 'x_reconstruction', 'y', 'z']
+    >>> inn.predict(x).shape, inn.sample(torch.eye(3)[0], n=5).shape
+    (torch.Size([64, 3]), torch.Size([5, 2]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from replicate.flows import InvertibleNetwork
+
+__all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
+
+INN_LOSSES: tuple[str, ...] = ("y", "z", "x_backward", "x_reconstruction")
+# The reference toy code's weights (lambd_predict, lambd_latent, lambd_rev, lambd_predict).
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "y": 3.0,
+    "z": 300.0,
+    "x_backward": 400.0,
+    "x_reconstruction": 3.0,
+}
+
+
+def mmd_multiscale(x: Tensor, y: Tensor, widths: Sequence[float] = (0.05, 0.2, 0.9)) -> Tensor:
+    """Biased MMD^2 estimate with a sum of inverse-multiquadratic kernels.
+
+    ``k(a, b) = sum_w w^2 / (w^2 + ||a - b||^2)``, and the estimate is
+    ``mean(K_xx) + mean(K_yy) - 2 mean(K_xy)`` (diagonals included), as the INN reference code.
+
+    Example:
+        >>> a = torch.randn(100, 2)
+        >>> float(mmd_multiscale(a, a)) == 0.0
+        True
+        >>> bool(mmd_multiscale(a, a + 3.0) > 0.1)
+        True
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"mmd_multiscale needs two (n, d) tensors of equal d, got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    # Squared distances from the Gram matrices, clamped at 0 against rounding, as the reference.
+    xx, yy, xy = x @ x.t(), y @ y.t(), x @ y.t()
+    rx, ry = xx.diag(), yy.diag()
+    dxx = (rx[:, None] + rx[None, :] - 2.0 * xx).clamp_min(0.0)
+    dyy = (ry[:, None] + ry[None, :] - 2.0 * yy).clamp_min(0.0)
+    dxy = (rx[:, None] + ry[None, :] - 2.0 * xy).clamp_min(0.0)
+    k_xx = k_yy = k_xy = 0.0
+    for w in widths:
+        a2 = float(w) ** 2
+        k_xx = k_xx + a2 / (a2 + dxx)
+        k_yy = k_yy + a2 / (a2 + dyy)
+        k_xy = k_xy + a2 / (a2 + dxy)
+    return k_xx.mean() + k_yy.mean() - 2.0 * k_xy.mean()
+
+
+def backward_ramp(epoch: int | float, ramp_epochs: float, start: float = 0.002) -> float:
+    """Weight factor of the backward MMD: ``min(1, 2 * start ** (1 - epoch / ramp_epochs))``.
+
+    The reference toy code evaluates it once per (integer) epoch; it starts at ``2 * start`` and
+    reaches 1 at ``epoch = ramp_epochs * (1 - log 2 / log(1 / start))`` (44.4 of 50 for 0.002).
+
+    Example:
+        >>> backward_ramp(0, 50), backward_ramp(50, 50)
+        (0.004, 1.0)
+    """
+    if ramp_epochs <= 0:
+        raise ValueError(f"ramp_epochs must be > 0, got {ramp_epochs}")
+    return min(1.0, 2.0 * start ** (1.0 - float(epoch) / ramp_epochs))
+
+
+class INN(nn.Module):
+    """Invertible network ``[x, pad] <-> [z, pad, y]`` trained with the INN's four losses.
+
+    Args:
+        data_dim: size of x (2 for the Gaussian mixture).
+        condition_dim: size of y (the one-hot label, 8).
+        latent_dim: size of z.
+        total_dim: width of the network; ``None`` uses ``latent_dim + condition_dim`` (no padding
+            on the output side, the layout shared with the method). The reference toy code used 16,
+            which pads the output side too.
+        y_noise: std of the noise added to y (and, in the reconstruction loss, to z).
+        pad_noise: std of the noise put in every padding slot.
+        weights: loss weights keyed by :data:`INN_LOSSES`.
+        mmd_widths: widths of the inverse-multiquadratic kernels.
+        losses: which losses are on (a subset of :data:`INN_LOSSES`).
+        ramp_start, ramp_epochs, iterations_per_epoch: the backward-MMD ramp, see
+            :func:`backward_ramp`; the epoch is ``iteration // iterations_per_epoch``.
+        n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        condition_dim: int,
+        latent_dim: int,
+        total_dim: int | None = None,
+        y_noise: float = 0.1,
+        pad_noise: float = 0.05,
+        weights: Mapping[str, float] | None = None,
+        mmd_widths: Sequence[float] = (0.05, 0.2, 0.9),
+        losses: Sequence[str] = INN_LOSSES,
+        ramp_start: float = 0.002,
+        ramp_epochs: float = 50,
+        iterations_per_epoch: int = 8,
+        n_blocks: int = 8,
+        hidden: int = 512,
+        subnet_layers: int = 3,
+        clamp: float = 2.0,
+        permutation_seed: int = 0,
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        total = latent_dim + condition_dim if total_dim is None else total_dim
+        if total < data_dim or total < latent_dim + condition_dim:
+            raise ValueError(
+                f"total_dim ({total}) must be >= data_dim ({data_dim}) and >= latent_dim "
+                f"({latent_dim}) + condition_dim ({condition_dim}): padding cannot be negative"
+            )
+        unknown = sorted(set(losses) - set(INN_LOSSES))
+        if unknown or not losses:
+            raise ValueError(f"losses must be a non-empty subset of {INN_LOSSES}, got {losses}")
+        weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        missing = sorted(set(losses) - set(weights))
+        if missing:
+            raise ValueError(f"no weight given for losses {missing}")
+        if iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
+        self.data_dim, self.condition_dim, self.latent_dim = data_dim, condition_dim, latent_dim
+        self.total_dim = total
+        self.pad_x = total - data_dim  # padding on the input side
+        self.pad_yz = total - latent_dim - condition_dim  # padding on the output side
+        self.y_noise, self.pad_noise = y_noise, pad_noise
+        self.weights = {k: float(v) for k, v in weights.items()}
+        self.mmd_widths = tuple(float(w) for w in mmd_widths)
+        self.active = tuple(name for name in INN_LOSSES if name in losses)
+        self.ramp_start, self.ramp_epochs = ramp_start, ramp_epochs
+        self.iterations_per_epoch = iterations_per_epoch
+        self.network = InvertibleNetwork(
+            total,
+            n_blocks,
+            hidden,
+            subnet_layers,
+            clamp,
+            permutation_seed=permutation_seed,
+            init_scale=init_scale,
+        )
+
+    # -- layout -------------------------------------------------------------------------------
+    def _noise(self, x: Tensor, width: int, scale: float) -> Tensor:
+        return scale * torch.randn(x.shape[0], width, device=x.device, dtype=x.dtype)
+
+    def _output(self, z: Tensor, y: Tensor, pad_scale: float) -> Tensor:
+        """``[z, pad, y]``: the output side of the network."""
+        return torch.cat([z, self._noise(z, self.pad_yz, pad_scale), y], dim=1)
+
+    def ramp(self, iteration: int) -> float:
+        """Backward-MMD weight factor at a training iteration (constant within an epoch)."""
+        epoch = iteration // self.iterations_per_epoch
+        return backward_ramp(epoch, self.ramp_epochs, self.ramp_start)
+
+    # -- training -----------------------------------------------------------------------------
+    def losses(self, x: Tensor, condition: Tensor, iteration: int) -> dict[str, Tensor]:
+        """The active loss terms (unweighted), ``"ramp"``, and ``"loss"``, their weighted sum.
+
+        Follows the reference toy code's ``train()``: the forward losses see one draw of label
+        noise, the backward losses a fresh one; z and y outputs are detached where it detaches.
+        """
+        if x.shape[1] != self.data_dim or condition.shape != (x.shape[0], self.condition_dim):
+            raise ValueError(
+                f"expected x (n, {self.data_dim}) and condition (n, {self.condition_dim}), got "
+                f"{tuple(x.shape)} and {tuple(condition.shape)}"
+            )
+        k, m = self.latent_dim, self.condition_dim
+        terms: dict[str, Tensor] = {}
+        x_padded = torch.cat([x, self._noise(x, self.pad_x, self.pad_noise)], dim=1)
+        y_noisy = condition + self._noise(condition, m, self.y_noise)
+        need_forward = {"y", "z", "x_reconstruction"} & set(self.active)
+        if need_forward:
+            out, _ = self.network(x_padded)
+        if "y" in self.active:
+            # Fit of everything after z: padding outputs (vs padding noise) and y (vs noisy y).
+            target = torch.cat([self._noise(x, self.pad_yz, self.pad_noise), y_noisy], dim=1)
+            terms["y"] = ((out[:, k:] - target) ** 2).mean()
+        if "z" in self.active:
+            fake = torch.cat([out[:, :k], out[:, -m:].detach()], dim=1)
+            real = torch.cat([torch.randn_like(out[:, :k]), y_noisy], dim=1)
+            terms["z"] = mmd_multiscale(fake, real, self.mmd_widths)
+        ramp = self.ramp(iteration)
+        if "x_backward" in self.active or "x_reconstruction" in self.active:
+            y_fresh = condition + self._noise(condition, m, self.y_noise)
+        if "x_backward" in self.active:
+            z_rand = torch.randn(x.shape[0], k, device=x.device, dtype=x.dtype)
+            x_rand = self.network.inverse(self._output(z_rand, y_fresh, self.pad_noise))
+            terms["x_backward"] = mmd_multiscale(x_rand[:, : self.data_dim], x, self.mmd_widths)
+        if "x_reconstruction" in self.active:
+            z_near = out[:, :k].detach() + self._noise(x, k, self.y_noise)
+            x_rec = self.network.inverse(self._output(z_near, y_fresh, self.pad_noise))
+            terms["x_reconstruction"] = ((x_rec - x_padded) ** 2).mean()
+        total = sum(
+            self.weights[name] * (ramp if name == "x_backward" else 1.0) * value
+            for name, value in terms.items()
+        )
+        return {"loss": total, **terms, "ramp": torch.tensor(ramp)}
+
+    # -- use ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The y-outputs of one forward pass with the padding at zero, shape (n, condition_dim).
+
+        For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
+        """
+        if x.ndim != 2 or x.shape[1] != self.data_dim:
+            raise ValueError(f"x must have shape (n, {self.data_dim}), got {tuple(x.shape)}")
+        padded = torch.cat([x, x.new_zeros(x.shape[0], self.pad_x)], dim=1)
+        return self.network(padded)[0][:, -self.condition_dim :]
+
+    @torch.no_grad()
+    def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
+        """Draw x for a condition as the INN does: ``f^-1([z ~ N(0, I), pad noise, y])``.
+
+        ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), or a batch (B, M),
+        one sample each. As in the reference code's sampling, y is used without noise and the
+        output padding (if any) is zero.
+        """
+        if condition.ndim == 1:
+            if n is None or n < 1:
+                raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
+            condition = condition.expand(n, -1)
+        elif n is not None and n != condition.shape[0]:
+            raise ValueError(
+                f"sample: a batch of {condition.shape[0]} conditions gives one sample each; got "
+                f"n={n}"
+            )
+        if condition.shape[1] != self.condition_dim:
+            raise ValueError(
+                f"condition must have width {self.condition_dim}, got {tuple(condition.shape)}"
+            )
+        if z is None:
+            z = torch.randn(condition.shape[0], self.latent_dim, device=condition.device)
+        x = self.network.inverse(self._output(z, condition, 0.0))
+        return x[:, : self.data_dim]
