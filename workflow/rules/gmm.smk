@@ -1,2 +1,40 @@
-# Placeholder until this stage lands.
-GMM_TARGETS = []
+# E1/E2: train every Gaussian-mixture model (ours, the INN variants of Figure 5.2, the cINN) for
+# every label map and seed. A diverged run still writes its outputs, with `diverged: true` in its
+# status JSON, so the evaluation reports it instead of the DAG stopping.
+from replicate.gmm_experiment import model_names, training_settings
+
+GMM_MODELS = model_names(config["gmm"])
+
+
+rule train_gmm:
+    output:
+        model="results/gmm/models/{model}_{labels}_seed{seed}.safetensors",
+        status="results/gmm/models/{model}_{labels}_seed{seed}.json",
+        history="results/gmm/models/{model}_{labels}_seed{seed}_history.csv",
+    log:
+        "results/logs/gmm/train_{model}_{labels}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/gmm/train_{model}_{labels}_seed{seed}.tsv"
+    wildcard_constraints:
+        model="|".join(GMM_MODELS),
+        labels="|".join(config["gmm"]["label_maps"]),
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 2
+    resources:
+        runtime=120,
+        mem_mb=4000,
+    params:
+        # Only the settings this model trains under, so evaluation keys do not retrain it.
+        settings=lambda wildcards: training_settings(config["gmm"], wildcards.model),
+        device=config["device"],
+    script:
+        "../scripts/train_gmm.py"
+
+
+GMM_TARGETS = expand(
+    "results/gmm/models/{model}_{labels}_seed{seed}.json",
+    model=GMM_MODELS,
+    labels=config["gmm"]["label_maps"],
+    seed=SEEDS,
+)

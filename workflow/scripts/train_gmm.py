@@ -1,0 +1,18 @@
+"""Train one Gaussian-mixture model (rule train_gmm); all the work is in the library."""
+
+from replicate.gmm_experiment import train_gmm_model
+from replicate.runtime import setup_logging
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+setup_logging(snakemake.log[0])
+train_gmm_model(
+    snakemake.wildcards.model,
+    snakemake.params.settings,
+    snakemake.wildcards.labels,
+    int(snakemake.wildcards.seed),
+    snakemake.params.device,
+    snakemake.output.model,
+    snakemake.output.status,
+    history_path=snakemake.output.history,
+    threads=snakemake.threads,
+)
