@@ -22,9 +22,47 @@ class ConfigError(ValueError):
 
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` if keys that depend on each other disagree."""
-    gmm = config.get("gmm", {})
+    _check_gmm(config.get("gmm", {}))
+
+
+# The Gaussian mixture: x is 2-D and the label one-hot of width 8 (replicate.gmm.GaussianMixture).
+_GMM_DATA_DIM, _GMM_CONDITION_DIM = 2, 8
+_INN_VARIANTS = ("full", "forward_only", "altered_ramp")
+_INN_LOSSES = ("y", "z", "x_backward", "x_reconstruction")
+
+
+def _check_gmm(gmm: Mapping[str, Any]) -> None:
+    """Cross-key checks of the ``gmm:`` section."""
     for model in ("ours", "inn"):
         latent = gmm.get(model, {}).get("latent_dim")
-        # x is 2-D; the flow's width is x + padding = z + y, and padding cannot be negative.
-        if latent is not None and latent < 1:
-            raise ConfigError(f"gmm.{model}.latent_dim must be >= 1, got {latent}")
+        if latent is None:
+            continue
+        # The flow's width is x + padding = z + y, and padding cannot be negative.
+        padding = latent + _GMM_CONDITION_DIM - _GMM_DATA_DIM
+        if latent < 1 or padding < 0:
+            raise ConfigError(
+                f"gmm.{model}.latent_dim must be >= 1 and give padding = latent_dim + "
+                f"{_GMM_CONDITION_DIM} - {_GMM_DATA_DIM} >= 0, got {latent}"
+            )
+    inn = gmm.get("inn", {})
+    weights = inn.get("weights", {})
+    for variant, settings in inn.get("variants", {}).items():
+        if variant not in _INN_VARIANTS:
+            raise ConfigError(
+                f"gmm.inn.variants.{variant}: unknown variant; use one of {list(_INN_VARIANTS)}"
+            )
+        losses = settings.get("losses", [])
+        unknown = [loss for loss in losses if loss not in _INN_LOSSES]
+        if unknown or not losses:
+            raise ConfigError(
+                f"gmm.inn.variants.{variant}.losses must be a non-empty subset of "
+                f"{list(_INN_LOSSES)}, got {losses}"
+            )
+        if weights and not any(weights.get(loss, 0) > 0 for loss in losses):
+            raise ConfigError(
+                f"gmm.inn.variants.{variant}.losses {losses}: every one has weight 0 in "
+                "gmm.inn.weights, so nothing would train"
+            )
+    n_train, batch = gmm.get("n_train"), gmm.get("batch_size")
+    if n_train is not None and batch is not None and batch > n_train:
+        raise ConfigError(f"gmm.batch_size ({batch}) must be <= gmm.n_train ({n_train})")
