@@ -171,6 +171,8 @@ class INN(nn.Module):
 
     # -- layout -------------------------------------------------------------------------------
     def _noise(self, x: Tensor, width: int, scale: float) -> Tensor:
+        if scale == 0:  # no draw, so the random stream is the same as without this term
+            return x.new_zeros(x.shape[0], width)
         return scale * torch.randn(x.shape[0], width, device=x.device, dtype=x.dtype)
 
     def _output(self, z: Tensor, y: Tensor, pad_scale: float) -> Tensor:
@@ -247,6 +249,7 @@ class INN(nn.Module):
         output padding (if any) is zero.
         """
         if condition.ndim == 1:
+            n = z.shape[0] if n is None and z is not None else n
             if n is None or n < 1:
                 raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
             condition = condition.expand(n, -1)
