@@ -1,0 +1,435 @@
+"""The deterministic auto-encoder of "Generative Latent Flow" (GLF; SPEC E3): 28x28 images in
+[0, 1] <-> a 20-dimensional latent ``u``, pretrained by a pixel reconstruction loss.
+
+Architecture (the GLF reference code for MNIST / Fashion-MNIST):
+
+- encoder: Conv(1->64, k4 s2 p1) - ReLU - Conv(64->128, k4 s2 p1) - BN - ReLU - FC(6272->1024) - BN
+  - ReLU - FC(1024->latent_dim);
+- decoder, its mirror: FC(latent_dim->1024) - BN - ReLU - FC(1024->6272) - BN - ReLU -
+  ConvT(128->64, k4 s2 p1) - BN - ReLU - ConvT(64->1, k4 s2 p1) - sigmoid.
+
+Loss: the mean squared error on pixels in [0, 1] (GLF's plain reconstruction loss; no perceptual
+loss on these grey-scale datasets). Training is epoch-based and resumable: the model, the optimiser
+and the loss history are checkpointed after every epoch, and each epoch's shuffling is drawn from
+``(seed, epoch)``, so a run killed and re-run gives the same numbers as one that never stopped.
+
+Example:
+    >>> import torch
+    >>> ae = AutoEncoder(latent_dim=20).eval()
+    >>> images = torch.rand(4, 1, 28, 28)
+    >>> ae.encode(images).shape, ae.decode(ae.encode(images)).shape
+    (torch.Size([4, 20]), torch.Size([4, 1, 28, 28]))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from replicate.runtime import (
+    CheckpointMismatch,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from replicate.training import fit, make_optimizer
+
+__all__ = [
+    "AutoEncoder",
+    "encode_images",
+    "epoch_permutation",
+    "load_autoencoder",
+    "optimizer_tensors",
+    "reconstruction_error",
+    "restore_optimizer",
+    "to_unit_images",
+    "train_autoencoder",
+]
+
+log = logging.getLogger("replicate")
+
+IMAGE_SHAPE = (1, 28, 28)
+_FEATURES = 128 * 7 * 7  # 6272: the encoder's second conv output, flattened
+
+
+class AutoEncoder(nn.Module):
+    """GLF's deterministic auto-encoder for 28x28 grey images (see the module docstring).
+
+    Args:
+        latent_dim: size of the latent ``u`` (the paper: 20).
+
+    Example:
+        >>> import torch
+        >>> ae = AutoEncoder(latent_dim=5).eval()
+        >>> out = ae(torch.rand(2, 1, 28, 28))
+        >>> out.shape, bool(out.min() >= 0), bool(out.max() <= 1)
+        (torch.Size([2, 1, 28, 28]), True, True)
+    """
+
+    def __init__(self, latent_dim: int = 20) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 64, 4, stride=2, padding=1),  # 28 -> 14
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 4, stride=2, padding=1),  # 14 -> 7
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(_FEATURES, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, latent_dim),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, 1024),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+            nn.Linear(1024, _FEATURES),
+            nn.BatchNorm1d(_FEATURES),
+            nn.ReLU(),
+            nn.Unflatten(1, (128, 7, 7)),
+            nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1),  # 7 -> 14
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1),  # 14 -> 28
+            nn.Sigmoid(),  # pixels in [0, 1], like the data
+        )
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Latents ``u`` (N, latent_dim) of images (N, 1, 28, 28) with values in [0, 1]."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"images must have shape (N, 1, 28, 28), got {tuple(images.shape)}")
+        return self.encoder(images)
+
+    def decode(self, u: Tensor) -> Tensor:
+        """Images (N, 1, 28, 28) in [0, 1] from latents ``u`` (N, latent_dim)."""
+        if u.ndim != 2 or u.shape[1] != self.latent_dim:
+            raise ValueError(f"u must have shape (N, {self.latent_dim}), got {tuple(u.shape)}")
+        return self.decoder(u)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Reconstructions of ``images``."""
+        return self.decode(self.encode(images))
+
+
+def to_unit_images(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 images (N, 28, 28) -> float32 tensor (N, 1, 28, 28) in [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> to_unit_images(np.full((2, 28, 28), 255, dtype=np.uint8)).amax().item()
+        1.0
+    """
+    t = torch.as_tensor(np.asarray(images))
+    if t.ndim != 3 or tuple(t.shape[1:]) != IMAGE_SHAPE[1:]:
+        raise ValueError(f"images must have shape (N, 28, 28), got {tuple(t.shape)}")
+    if t.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0..255), got {t.dtype}")
+    return (t.float() / 255.0).unsqueeze(1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of the ``n`` training rows in ``epoch``: a function of ``(seed, epoch)`` alone.
+
+    Drawing it from its own generator (not from a stream that runs through the whole training)
+    is what lets a resumed run see exactly the batches an uninterrupted run would.
+
+    Example:
+        >>> bool((epoch_permutation(5, 0, 3) == epoch_permutation(5, 0, 3)).all())
+        True
+        >>> bool((epoch_permutation(50, 0, 3) == epoch_permutation(50, 0, 4)).all())
+        False
+    """
+    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=generator)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The optimiser's state as flat named tensors, for a safetensors checkpoint (no pickle).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p])
+        >>> p.sum().backward(); opt.step()
+        >>> sorted(optimizer_tensors(opt))
+        ['optimizer.0.exp_avg', 'optimizer.0.exp_avg_sq', 'optimizer.0.step']
+    """
+    state = optimizer.state_dict()["state"]
+    out: dict[str, Tensor] = {}
+    for index, entries in state.items():
+        for key, value in entries.items():
+            out[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor]) -> None:
+    """Load what :func:`optimizer_tensors` saved back into ``optimizer`` (same parameters).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p]); p.sum().backward(); opt.step()
+        >>> opt2 = torch.optim.Adam([p]); restore_optimizer(opt2, optimizer_tensors(opt))
+        >>> float(opt2.state_dict()["state"][0]["step"])
+        1.0
+    """
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if not name.startswith("optimizer."):
+            continue
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value.clone()
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def _restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+    prefix = "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def _metadata(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {"model": "glf_autoencoder", "latent_dim": int(config["latent_dim"])}
+
+
+def load_autoencoder(
+    path: str | os.PathLike, config_section: Mapping[str, Any], device: str | torch.device = "cpu"
+) -> AutoEncoder:
+    """Load a trained auto-encoder (eval mode) from its safetensors file.
+
+    ``config_section`` is the ``latent.autoencoder`` config; its ``latent_dim`` must match the
+    file's, else :class:`replicate.runtime.CheckpointMismatch`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from replicate.runtime import save_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ae.safetensors"
+        >>> ae = AutoEncoder(latent_dim=3)
+        >>> save_checkpoint(path, _model_tensors(ae), _metadata({"latent_dim": 3}))
+        >>> load_autoencoder(path, {"latent_dim": 3}).training
+        False
+    """
+    tensors = load_checkpoint(path, _metadata(config_section), device)
+    model = AutoEncoder(int(config_section["latent_dim"])).to(device)
+    _restore_model(model, tensors)
+    return model.eval()
+
+
+@torch.no_grad()
+def encode_images(
+    model: AutoEncoder, images: np.ndarray, batch_size: int = 1000, device: str = "cpu"
+) -> np.ndarray:
+    """Latents (N, latent_dim) float32 of uint8 images (N, 28, 28), in eval mode, in batches.
+
+    Example:
+        >>> import numpy as np
+        >>> ae = AutoEncoder(latent_dim=4).eval()
+        >>> encode_images(ae, np.zeros((3, 28, 28), dtype=np.uint8), batch_size=2).shape
+        (3, 4)
+    """
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_unit_images(images[start : start + batch_size]).to(device)
+        out.append(model.encode(batch).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def reconstruction_error(
+    model: AutoEncoder, images: np.ndarray, batch_size: int = 1000, device: str = "cpu"
+) -> dict[str, float]:
+    """Mean squared error and mean absolute error per pixel (in [0, 1] units), eval mode.
+
+    Example:
+        >>> import numpy as np
+        >>> ae = AutoEncoder(latent_dim=4).eval()
+        >>> sorted(reconstruction_error(ae, np.zeros((2, 28, 28), dtype=np.uint8)))
+        ['mae', 'mse']
+    """
+    model.eval()
+    sq, ab, count = 0.0, 0.0, 0
+    for start in range(0, len(images), batch_size):
+        batch = to_unit_images(images[start : start + batch_size]).to(device)
+        diff = model(batch) - batch
+        sq += float((diff**2).sum())
+        ab += float(diff.abs().sum())
+        count += diff.numel()
+    return {"mse": sq / count, "mae": ab / count}
+
+
+def train_autoencoder(
+    images: np.ndarray,
+    config: Mapping[str, Any],
+    seed: int,
+    checkpoint_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress_every: int = 50,
+) -> tuple[AutoEncoder, dict[str, Any]]:
+    """Train the auto-encoder on uint8 ``images`` (N, 28, 28) by per-pixel MSE.
+
+    Args:
+        images: the training images.
+        config: the ``latent.autoencoder`` section (``latent_dim, epochs, batch_size, lr``).
+        seed: seeds the initialisation and every epoch's shuffling.
+        checkpoint_path: if given, the state is saved there after every epoch, and a run finding
+            a checkpoint of the same configuration resumes from it (a checkpoint of another
+            configuration is ignored, with a warning, and overwritten).
+        device: where to train.
+        progress_every: a progress line every this many iterations (0: none).
+
+    Returns:
+        The trained model (eval mode) and a summary (per-epoch mean loss, seconds, iterations).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> imgs = rng.integers(0, 256, (16, 28, 28)).astype(np.uint8)
+        >>> cfg = {"latent_dim": 4, "epochs": 1, "batch_size": 8, "lr": 1e-3}
+        >>> model, summary = train_autoencoder(imgs, cfg, seed=0, progress_every=0)
+        >>> len(summary["epoch_loss"])
+        1
+    """
+    device = torch.device(device)
+    n = len(images)
+    batch_size = int(config["batch_size"])
+    epochs = int(config["epochs"])
+    # Keep the last, partial batch only if it has >1 row: BatchNorm cannot train on one row.
+    batches_per_epoch = n // batch_size + (1 if n % batch_size > 1 else 0)
+    if batches_per_epoch < 1:
+        raise ValueError(f"need at least 2 training images, got {n}")
+    total = epochs * batches_per_epoch
+
+    torch.manual_seed(seed)
+    model = AutoEncoder(int(config["latent_dim"])).to(device)
+    optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
+    metadata = {
+        **_metadata(config),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": float(config["lr"]),
+        "seed": int(seed),
+        "n_train": n,
+    }
+    epoch_loss: list[float] = []
+    start_epoch = 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        try:
+            tensors = load_checkpoint(checkpoint_path, metadata, device)
+        except (CheckpointMismatch, ValueError) as exc:
+            log.warning("not resuming from %s: %s", checkpoint_path, exc)
+        else:
+            _restore_model(model, tensors)
+            restore_optimizer(optimizer, tensors)
+            epoch_loss = tensors["epoch_loss"].tolist()
+            start_epoch = len(epoch_loss)
+            log.info("resuming auto-encoder training after epoch %d/%d", start_epoch, epochs)
+
+    data = to_unit_images(images)  # CPU; batches move to the device one at a time
+    running: list[float] = []
+    order: dict[int, Tensor] = {}
+
+    def step(i: int) -> dict[str, Tensor]:
+        epoch, b = divmod(i, batches_per_epoch)
+        if epoch not in order:
+            order.clear()
+            order[epoch] = epoch_permutation(n, seed, epoch)
+        idx = order[epoch][b * batch_size : (b + 1) * batch_size]
+        batch = data[idx].to(device)
+        model.train()
+        loss = torch.mean((model(batch) - batch) ** 2)
+        running.append(float(loss.detach()))
+        return {"loss": loss}
+
+    def on_checkpoint(done: int) -> None:
+        epoch_loss.append(float(np.mean(running)))
+        running.clear()
+        log.info("epoch %d/%d mean loss %.5f", len(epoch_loss), epochs, epoch_loss[-1])
+        if checkpoint_path is not None:
+            tensors = {
+                **_model_tensors(model),
+                **optimizer_tensors(optimizer),
+                "epoch_loss": torch.tensor(epoch_loss, dtype=torch.float64),
+            }
+            save_checkpoint(checkpoint_path, tensors, metadata)
+
+    begin = time.perf_counter()
+    result = fit(
+        step,
+        optimizer,
+        total,
+        start=start_epoch * batches_per_epoch,
+        progress_every=progress_every,
+        what="auto-encoder iteration",
+        checkpoint_every=batches_per_epoch,
+        on_checkpoint=on_checkpoint,
+    )
+    summary = {
+        "epoch_loss": epoch_loss,
+        "epochs": epochs,
+        "resumed_after_epoch": start_epoch,
+        "iterations_run": result.iterations,
+        "seconds": time.perf_counter() - begin,
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "seconds_per_epoch": result.seconds_per_iteration * batches_per_epoch,
+        "batches_per_epoch": batches_per_epoch,
+    }
+    return model.eval(), summary
+
+
+def run_autoencoder_stage(
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    config: Mapping[str, Any],
+    seed: int,
+    model_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train (or resume), save the weights, and write the test reconstruction error as JSON.
+
+    Example:
+        >>> import numpy as np, tempfile, pathlib, json
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> imgs = np.zeros((8, 28, 28), dtype=np.uint8)
+        >>> cfg = {"latent_dim": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3}
+        >>> m = run_autoencoder_stage(imgs, imgs, cfg, 0, d / "ae.safetensors", d / "m.json",
+        ...                           d / "ckpt.safetensors")
+        >>> sorted(json.loads((d / "m.json").read_text())["test"])
+        ['mae', 'mse']
+    """
+    model, summary = train_autoencoder(train_images, config, seed, checkpoint_path, device)
+    save_checkpoint(model_path, _model_tensors(model), _metadata(config))
+    metrics = {
+        **summary,
+        "loss": "mean squared error per pixel, pixels in [0, 1]",
+        "seed": seed,
+        "n_train": len(train_images),
+        "n_test": len(test_images),
+        "train": reconstruction_error(model, train_images, device=str(device)),
+        "test": reconstruction_error(model, test_images, device=str(device)),
+    }
+    log.info(
+        "test reconstruction error: mse %.5f, mae %.5f per pixel (%d images)",
+        metrics["test"]["mse"],
+        metrics["test"]["mae"],
+        len(test_images),
+    )
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,18 @@
+"""Pretrain the auto-encoder of one dataset (rule train_autoencoder); the work is in the library."""
+
+from replicate.latent import autoencoder_stage
+from replicate.runtime import setup_logging
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+setup_logging(snakemake.log[0])
+autoencoder_stage(
+    snakemake.params.data_dir,
+    snakemake.wildcards.dataset,
+    snakemake.params.settings,
+    int(snakemake.params.seed),
+    snakemake.output.model,
+    snakemake.output.metrics,
+    snakemake.params.checkpoint,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,16 @@
+"""Train the conditional flow on one dataset's latents for one seed (rule train_latent_flow)."""
+
+from replicate.latent import flow_stage
+from replicate.runtime import setup_logging
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+setup_logging(snakemake.log[0])
+flow_stage(
+    snakemake.input[0],
+    snakemake.params.settings,
+    int(snakemake.wildcards.seed),
+    snakemake.output[0],
+    snakemake.params.checkpoint,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)
