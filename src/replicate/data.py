@@ -335,9 +335,9 @@ def _from_search_dirs(
     return found
 
 
-def _run(cmd: Sequence[str], cwd: Path, timeout_s: float) -> None:
-    """Run a registry client; a failure or timeout becomes _SourceFailed with its last words."""
-    shown = " ".join(cmd)
+def _run(cmd: Sequence[str], cwd: Path, timeout_s: float, shown: str | None = None) -> None:
+    """Run a client command; a failure or timeout becomes _SourceFailed with its last words."""
+    shown = shown or " ".join(cmd)
     log.info("running `%s` in %s (timeout %.0f s)", shown, cwd, timeout_s)
     try:
         proc = subprocess.run(
@@ -363,7 +363,12 @@ def _torchvision_download(class_name: str, root: Path, timeout_s: float) -> None
         "socket.setdefaulttimeout(float(sys.argv[3]))\n"
         "getattr(d, sys.argv[1])(root=sys.argv[2], download=True)\n"
     )
-    _run([sys.executable, "-c", code, class_name, str(root), str(timeout_s)], root, timeout_s)
+    _run(
+        [sys.executable, "-c", code, class_name, str(root), str(timeout_s)],
+        root,
+        timeout_s,
+        shown=f"torchvision.datasets.{class_name}(download=True)",
+    )
 
 
 def _from_torchvision(
@@ -497,7 +502,7 @@ def _no_source_message(
         f"To supply them by hand, put the four {info.title} files {', '.join(IDX_NAMES)} "
         f"(uncompressed, or gzipped with a .gz suffix) in a directory DIR or DIR/{info.key}/, "
         f"and list DIR under `data.search_dirs` in config/config.yaml (or pass "
-        f"--config 'data={{search_dirs: [DIR]}}' together with the other data keys). Each file "
+        f"--config 'data={{search_dirs: [DIR]}}'). Each file "
         f"must have the SHA-256 listed in SPEC section 4 (replicate.data.EXPECTED_SHA256)."
     )
 
@@ -637,8 +642,8 @@ def check_prepared(data_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
 
     Files whose size and modification time are as recorded are trusted (cheap enough to run at
     every workflow start); any other file is re-hashed, and a changed or missing file raises
-    :class:`ChecksumMismatch` / :class:`DataError` naming it. The record's hashes must also be the
-    SPEC ones unless it describes synthetic test data.
+    :class:`ChecksumMismatch` / :class:`DataError` naming it. A record made against SPEC section 4
+    must still list the SPEC hashes (synthetic or custom-table records are taken as they are).
 
     Example:
         >>> import tempfile
@@ -656,7 +661,8 @@ def check_prepared(data_dir: str | os.PathLike, dataset: str) -> dict[str, Any]:
         entry = record["files"].get(name)
         if entry is None:
             raise DataError(f"{verified}: has no entry for {name}; {fix}")
-        if not record.get("synthetic") and entry["sha256"] != EXPECTED_SHA256[dataset][name]:
+        spec = record.get("expected_sha256") == "SPEC section 4"
+        if spec and entry["sha256"] != EXPECTED_SHA256[dataset][name]:
             raise ChecksumMismatch(
                 f"{verified}: records SHA-256 {entry['sha256']} for {name}, but SPEC section 4 "
                 f"gives {EXPECTED_SHA256[dataset][name]}; {fix}"

@@ -1,0 +1,17 @@
+"""Rule prepare_data: obtain, verify and place one dataset's raw IDX files."""
+
+from pathlib import Path
+
+from replicate.data import prepare_dataset
+from replicate.runtime import setup_logging
+
+setup_logging(snakemake.log[0])
+data = snakemake.config["data"]
+prepare_dataset(
+    Path(snakemake.output[0]).parent,
+    snakemake.wildcards.dataset,
+    search_dirs=data["search_dirs"],
+    sources=data["sources"],
+    torchvision_timeout_s=data["torchvision_timeout_s"],
+    registry_timeout_s=data["registry_timeout_s"],
+)
