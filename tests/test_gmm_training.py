@@ -1,0 +1,232 @@
+"""Training the Gaussian-mixture models: closed forms, exact posterior, end to end, divergence."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from scipy.stats import multivariate_normal
+
+from replicate.config import ConfigError, check_config
+from replicate.gmm import GaussianMixture
+from replicate.gmm_experiment import (
+    MODEL_NAMES,
+    build_model,
+    load_gmm_model,
+    model_names,
+    train_gmm_model,
+    training_settings,
+)
+from replicate.runtime import CheckpointMismatch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def tiny_config(iterations: int = 3, **network) -> dict:
+    """The paper's gmm section shrunk to seconds: small network, data and budget."""
+    cfg = copy.deepcopy(PAPER["gmm"])
+    cfg.update(n_train=4096, batch_size=256, iterations=iterations)
+    cfg["network"].update({"n_blocks": 2, "hidden": 32, **network})
+    return cfg
+
+
+def train(tmp_path: Path, name: str, cfg: dict, labels: str = "all", seed: int = 0) -> dict:
+    stem = tmp_path / f"{name}_{labels}_seed{seed}"
+    return train_gmm_model(
+        name,
+        training_settings(cfg, name),
+        labels,
+        seed,
+        "cpu",
+        f"{stem}.safetensors",
+        f"{stem}.json",
+        history_path=f"{stem}_history.csv",
+        progress_every=0,
+    )
+
+
+# -- closed forms ---------------------------------------------------------------------------------
+def test_nll_of_identity_flow_on_gaussian_data_equals_closed_form() -> None:
+    cfg = tiny_config()
+    cfg["ours"]["sigma"] = 0.0  # padding exactly zero, so the NLL is deterministic
+    flow = build_model("ours", cfg, "all", seed=0).double()
+    with torch.no_grad():
+        for p in flow.network.blocks.parameters():
+            p.zero_()
+        n = flow.network.permutations
+        flow.network.permutations.copy_(torch.arange(n.shape[1]).expand_as(n))
+        flow.network.inverse_permutations.copy_(torch.arange(n.shape[1]).expand_as(n))
+    # identity: [x (2), 0 (8)] -> z = x, c_hat = 0; NLL = -log N(x; 0, I) - log N(c; 0, eps^2 I)
+    # up to the constants the training loss drops.
+    eps = cfg["ours"]["eps"]
+    x = torch.randn(7, 2, dtype=torch.float64)
+    c = torch.eye(8, dtype=torch.float64)[torch.arange(7)]
+    log_n = multivariate_normal(mean=np.zeros(2)).logpdf(x.numpy())
+    log_c = multivariate_normal(mean=np.zeros(8), cov=eps**2).logpdf(c.numpy())
+    const = 0.5 * 10 * math.log(2 * math.pi) + 8 * math.log(eps)
+    expected = -(log_n + log_c) - const
+    torch.testing.assert_close(flow.nll(x, c), torch.as_tensor(expected))
+
+
+@pytest.mark.parametrize("label_map", ["all", "some"])
+def test_exact_posterior_against_scipy(label_map: str) -> None:
+    gm = GaussianMixture(label_map)
+    x, _ = gm.sample(50, torch.Generator().manual_seed(3))
+    dens = np.stack(
+        [
+            multivariate_normal(mean=m.numpy(), cov=gm.std**2).pdf(x.numpy())
+            for m in gm.means.double()
+        ],
+        axis=1,
+    )  # (n, 8) mode densities, each mode has prior 1/8
+    joint = np.stack(
+        [dens[:, gm.mode_labels.numpy() == k].sum(1) / 8 for k in range(gm.n_labels)], 1
+    )
+    expected = joint / joint.sum(1, keepdims=True)
+    np.testing.assert_allclose(gm.posterior(x).numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+# -- the model registry and interface -------------------------------------------------------------
+def test_model_names_follow_the_configured_variants() -> None:
+    assert tuple(model_names(PAPER["gmm"])) == MODEL_NAMES
+
+
+def test_training_settings_drop_evaluation_keys_and_other_variants() -> None:
+    s = training_settings(PAPER["gmm"], "inn_forward_only")
+    assert "n_test" not in s and "ours" not in s
+    assert list(s["inn"]["variants"]) == ["forward_only"]
+    with pytest.raises(ValueError, match="unknown GMM model"):
+        training_settings(PAPER["gmm"], "gan")
+
+
+def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
+    cfg = tiny_config()
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    a = build_model("inn_full", cfg, "all", seed=3)
+    assert torch.equal(torch.rand(1), before)
+    b = build_model("inn_full", cfg, "all", seed=3)
+    c = build_model("inn_full", cfg, "all", seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_cinn_predict_is_bayes_rule_over_the_labels(tmp_path: Path) -> None:
+    cfg = tiny_config(iterations=1)
+    train(tmp_path, "cinn", cfg, labels="some")
+    model = load_gmm_model("cinn", tmp_path / "cinn_some_seed0.safetensors", cfg, "some", "cpu")
+    x = torch.randn(5, 2)
+    scores = model.predict(x)
+    gm = GaussianMixture("some")
+    assert scores.shape == (5, 8) and torch.isinf(scores[:, gm.n_labels :]).all()
+    # independent: log p(x|c_k) + log p(c_k), normalised
+    logp = torch.stack(
+        [model.log_prob(x, gm.one_hot(torch.tensor(k))) for k in range(gm.n_labels)], 1
+    )
+    expected = torch.log_softmax(logp + gm.label_prior.log().float(), dim=1)
+    torch.testing.assert_close(scores[:, : gm.n_labels], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_inn_has_no_log_prob_and_ours_has_one(tmp_path: Path) -> None:
+    cfg = tiny_config(iterations=1)
+    for name in ("ours", "inn_forward_only"):
+        train(tmp_path, name, cfg)
+    ours = load_gmm_model("ours", tmp_path / "ours_all_seed0.safetensors", cfg, "all", "cpu")
+    inn = load_gmm_model(
+        "inn_forward_only", tmp_path / "inn_forward_only_all_seed0.safetensors", cfg, "all", "cpu"
+    )
+    x, c = torch.randn(4, 2), torch.eye(8)[2]
+    assert ours.has_log_prob and ours.log_prob(x, c).shape == (4,)
+    assert not inn.has_log_prob and inn.log_prob(x, c) is None
+    assert inn.sample(c, 6).shape == (6, 2) and inn.predict(x).shape == (4, 8)
+
+
+# -- training end to end --------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "at_least"), [("ours", 0.6), ("inn_full", 0.3)])
+def test_tiny_training_run_beats_chance(tmp_path: Path, name: str, at_least: float) -> None:
+    # Seconds on one core; the INN learns slower per iteration, hence its lower bar (chance: 1/8).
+    cfg = tiny_config(iterations=150, n_blocks=3, hidden=64)
+    status = train(tmp_path, name, cfg)
+    assert not status["diverged"] and status["iterations_done"] == 150
+    model = load_gmm_model(name, tmp_path / f"{name}_all_seed0.safetensors", cfg, "all", "cpu")
+    gm = GaussianMixture("all")
+    x, labels = gm.sample(2000, torch.Generator().manual_seed(99))
+    accuracy = float((model.predict(x)[:, :8].argmax(1) == labels).float().mean())
+    assert accuracy > at_least
+    history = (tmp_path / f"{name}_all_seed0_history.csv").read_text().splitlines()
+    assert len(history) == 151 and history[0].startswith("iteration,loss")
+
+
+def test_divergence_is_recorded_not_raised(tmp_path: Path) -> None:
+    cfg = tiny_config(iterations=50)
+    cfg["ours"]["optimizer"]["lr"] = 1e6
+    status = train(tmp_path, "ours", cfg)
+    assert status["diverged"] is True
+    assert status["iterations_done"] < 50
+    assert f"iteration {status['iterations_done']}" in status["message"]
+    on_disk = json.loads((tmp_path / "ours_all_seed0.json").read_text())
+    assert on_disk["diverged"] is True and on_disk["message"] == status["message"]
+    # the last weights are still written, so the evaluation's inputs exist
+    assert (tmp_path / "ours_all_seed0.safetensors").exists()
+    assert (tmp_path / "ours_all_seed0_history.csv").exists()
+
+
+def test_same_seed_gives_identical_checkpoints(tmp_path: Path) -> None:
+    cfg = tiny_config(iterations=5)
+    tensors = []
+    for run in ("a", "b", "c"):
+        d = tmp_path / run
+        d.mkdir()
+        train(d, "inn_altered_ramp", cfg, seed=1 if run != "c" else 2)
+        tensors.append(
+            load_file(str(d / "inn_altered_ramp_all_seed1.safetensors"))
+            if run != "c"
+            else load_file(str(d / "inn_altered_ramp_all_seed2.safetensors"))
+        )
+    a, b, c = tensors
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_loading_under_other_settings_fails_naming_both(tmp_path: Path) -> None:
+    cfg = tiny_config(iterations=1)
+    train(tmp_path, "ours", cfg)
+    other = copy.deepcopy(cfg)
+    other["ours"]["eps"] = 0.2
+    with pytest.raises(CheckpointMismatch, match="0.2"):
+        load_gmm_model("ours", tmp_path / "ours_all_seed0.safetensors", other, "all", "cpu")
+    # an evaluation-only key does not matter
+    other = copy.deepcopy(cfg)
+    other["n_test"] = 7
+    load_gmm_model("ours", tmp_path / "ours_all_seed0.safetensors", other, "all", "cpu")
+
+
+# -- configuration checks -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda g: g["inn"]["variants"]["full"].update(losses=["y", "mse"]), "variants.full"),
+        (lambda g: g["inn"]["variants"].update(slow={"losses": ["y"], "ramp_epochs": 1}), "slow"),
+        (lambda g: g.update(batch_size=10**7), "gmm.batch_size"),
+        (lambda g: g["ours"].update(latent_dim=0), "gmm.ours.latent_dim"),
+    ],
+)
+def test_config_checks_name_the_key(edit, key: str) -> None:
+    config = copy.deepcopy(PAPER)
+    check_config(config)
+    edit(config["gmm"])
+    with pytest.raises(ConfigError, match=key):
+        check_config(config)
