@@ -1,0 +1,187 @@
+"""The GLF auto-encoder: architecture and shapes, a training step that lowers the loss, safe
+save/load, and a killed-then-resumed training run that ends with the uninterrupted run's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import replicate.autoencoder as ae_module
+from replicate.autoencoder import (
+    AutoEncoder,
+    encode_images,
+    epoch_permutation,
+    load_autoencoder,
+    optimizer_tensors,
+    reconstruction_error,
+    restore_optimizer,
+    to_unit_images,
+    train_autoencoder,
+)
+from replicate.runtime import CheckpointMismatch, save_checkpoint
+
+torch.set_num_threads(1)
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    """Blurry blobs: structured enough that an auto-encoder can learn them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    centres = rng.uniform(8, 20, size=(n, 2))
+    d2 = (yy[None] - centres[:, :1, None]) ** 2 + (xx[None] - centres[:, 1:, None]) ** 2
+    return (255 * np.exp(-d2 / 18.0)).astype(np.uint8)
+
+
+def test_shapes_ranges_and_glf_architecture() -> None:
+    torch.manual_seed(0)
+    model = AutoEncoder(latent_dim=20).eval()
+    images = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        u = model.encode(images)
+        recon = model.decode(u)
+    assert u.shape == (5, 20)
+    assert recon.shape == (5, 1, 28, 28)
+    assert float(recon.min()) >= 0.0 and float(recon.max()) <= 1.0
+    linear = [m for m in model.encoder if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(6272, 1024), (1024, 20)]
+    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convs] == [
+        (1, 64, (4, 4), (2, 2)),
+        (64, 128, (4, 4), (2, 2)),
+    ]
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        model.encode(torch.rand(5, 28, 28))
+    with pytest.raises(ValueError, match=r"\(N, 20\)"):
+        model.decode(torch.rand(5, 19))
+
+
+def test_to_unit_images_scales_and_rejects_floats() -> None:
+    x = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
+    t = to_unit_images(x)
+    assert t.shape == (2, 1, 28, 28) and float(t[0].max()) == 0.0 and float(t[1].min()) == 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        to_unit_images(x.astype(np.float32))
+
+
+def test_one_training_step_on_a_tiny_batch_lowers_the_loss() -> None:
+    torch.manual_seed(0)
+    model = AutoEncoder(latent_dim=20).train()
+    batch = to_unit_images(_images(8))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def loss() -> torch.Tensor:
+        return torch.mean((model(batch) - batch) ** 2)
+
+    before = loss()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after) < float(before.detach())
+
+
+def test_reconstruction_error_matches_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    model = AutoEncoder(latent_dim=4).eval()
+    images = _images(7)
+    x = to_unit_images(images)
+    with torch.no_grad():
+        diff = model(x) - x
+    got = reconstruction_error(model, images, batch_size=3)
+    assert got["mse"] == pytest.approx(float((diff**2).mean()), rel=1e-5)
+    assert got["mae"] == pytest.approx(float(diff.abs().mean()), rel=1e-5)
+    # Batched encoding equals one big batch (eval mode: BatchNorm uses running statistics).
+    np.testing.assert_allclose(
+        encode_images(model, images, batch_size=2),
+        model.encode(x).detach().numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_epoch_permutation_depends_on_seed_and_epoch_only() -> None:
+    a = epoch_permutation(100, seed=3, epoch=7)
+    assert sorted(a.tolist()) == list(range(100))
+    assert torch.equal(a, epoch_permutation(100, seed=3, epoch=7))
+    assert not torch.equal(a, epoch_permutation(100, seed=4, epoch=7))
+
+
+def test_optimizer_state_round_trips_through_flat_tensors() -> None:
+    p = torch.nn.Parameter(torch.randn(3))
+    q = torch.nn.Parameter(torch.randn(2, 2))
+    opt = torch.optim.Adam([p, q], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        ((p**2).sum() + (q**3).sum()).backward()
+        opt.step()
+    fresh = torch.optim.Adam([p, q], lr=0.1)
+    restore_optimizer(fresh, optimizer_tensors(opt))
+    for i in (0, 1):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fresh.state[[p, q][i]][key], opt.state[[p, q][i]][key])
+
+
+def test_save_load_round_trip_and_config_check(tmp_path: Path) -> None:
+    images = _images(6)
+    cfg = {"latent_dim": 5, "epochs": 1, "batch_size": 3, "lr": 1e-3}
+    model, _ = train_autoencoder(images, cfg, seed=0, progress_every=0)
+    path = tmp_path / "ae.safetensors"
+    save_checkpoint(path, ae_module._model_tensors(model), ae_module._metadata(cfg))
+    loaded = load_autoencoder(path, cfg)
+    assert not loaded.training
+    x = to_unit_images(images)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(CheckpointMismatch):
+        load_autoencoder(path, {**cfg, "latent_dim": 6})
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_training_equals_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _images(16)
+    cfg = {"latent_dim": 3, "epochs": 3, "batch_size": 8, "lr": 1e-3}
+    reference, ref_summary = train_autoencoder(images, cfg, seed=1, progress_every=0)
+
+    ckpt = tmp_path / "last.safetensors"
+    real_save = ae_module.save_checkpoint
+    calls = {"n": 0}
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the job is killed right after epoch 1's checkpoint
+            raise _Killed
+
+    monkeypatch.setattr(ae_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt, progress_every=0)
+    monkeypatch.setattr(ae_module, "save_checkpoint", real_save)
+    resumed, summary = train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt)
+
+    assert summary["resumed_after_epoch"] == 1
+    assert summary["iterations_run"] == 2 * 2  # two epochs of two batches left
+    assert summary["epoch_loss"] == ref_summary["epoch_loss"]
+    for (name, a), b in zip(
+        reference.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
+    images = _images(8)
+    ckpt = tmp_path / "last.safetensors"
+    cfg = {"latent_dim": 3, "epochs": 1, "batch_size": 4, "lr": 1e-3}
+    train_autoencoder(images, cfg, seed=0, checkpoint_path=ckpt, progress_every=0)
+    _, summary = train_autoencoder(
+        images, {**cfg, "lr": 2e-3}, seed=0, checkpoint_path=ckpt, progress_every=0
+    )
+    assert summary["resumed_after_epoch"] == 0
