@@ -230,3 +230,13 @@ def test_table1_on_a_hand_made_case(tmp_path: Path) -> None:
     assert "| mnist" in (tmp_path / "t.md").read_text()
     # One seed: std 0, not NaN.
     assert table1({"mnist": [0.5]}).accuracy_std.tolist() == [0.0]
+
+
+def test_config_checks_name_the_latent_key() -> None:
+    from replicate.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="latent.n_samples_per_class"):
+        check_config({"latent": {"n_samples_per_class": 30, "n_eval_samples_per_class": 20}})
+    with pytest.raises(ConfigError, match="latent.flow.batch_size"):
+        check_config({"latent": {"n_train": 100, "flow": {"batch_size": 256}}})
+    check_config({"latent": {"n_train": None, "autoencoder": {"batch_size": 256}}})

@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` if keys that depend on each other disagree."""
     _check_gmm(config.get("gmm", {}))
+    _check_latent(config.get("latent", {}))
 
 
 # The Gaussian mixture: x is 2-D and the label one-hot of width 8 (replicate.gmm.GaussianMixture).
@@ -66,3 +67,24 @@ def _check_gmm(gmm: Mapping[str, Any]) -> None:
     n_train, batch = gmm.get("n_train"), gmm.get("batch_size")
     if n_train is not None and batch is not None and batch > n_train:
         raise ConfigError(f"gmm.batch_size ({batch}) must be <= gmm.n_train ({n_train})")
+
+
+def _check_latent(latent: Mapping[str, Any]) -> None:
+    """Cross-key checks of the ``latent:`` section's auto-encoder and flow keys (issue 4)."""
+    shown, evaluated = latent.get("n_samples_per_class"), latent.get("n_eval_samples_per_class")
+    # Figure 5.3 shows the first rows of the evaluation samples, so they must be enough.
+    if shown is not None and evaluated is not None and shown > evaluated:
+        raise ConfigError(
+            f"latent.n_samples_per_class ({shown}) must be <= latent.n_eval_samples_per_class "
+            f"({evaluated}): Figure 5.3 shows the first samples of the evaluation set"
+        )
+    n_train = latent.get("n_train")
+    for model in ("autoencoder", "flow"):
+        batch = latent.get(model, {}).get("batch_size")
+        if n_train is not None and batch is not None and batch > n_train:
+            raise ConfigError(
+                f"latent.{model}.batch_size ({batch}) must be <= latent.n_train ({n_train})"
+            )
+    # The auto-encoder's BatchNorm cannot train on batches of one image.
+    if (latent.get("autoencoder", {}).get("batch_size") or 2) < 2:
+        raise ConfigError("latent.autoencoder.batch_size must be >= 2 (BatchNorm needs 2 rows)")
