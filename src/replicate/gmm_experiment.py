@@ -302,6 +302,12 @@ class GMMModel:
         n_labels: number of labels of the label map.
         has_log_prob: whether :meth:`log_prob` gives densities (False for the INN variants).
         module: the underlying torch model.
+
+    Example:
+        >>> from replicate.inn import INN
+        >>> m = GMMModel("inn_full", INN(2, 8, 2, n_blocks=1, hidden=8), "some")
+        >>> m.n_labels, m.has_log_prob, m.log_prob(torch.zeros(3, 2), torch.eye(8)[0])
+        (4, False, None)
     """
 
     def __init__(self, name: str, module: nn.Module, label_map: str) -> None:
@@ -357,6 +363,7 @@ def load_gmm_model(
     """Load a checkpoint written by :func:`train_gmm_model` as a :class:`GMMModel`.
 
     Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    See the module's example for a round trip.
     """
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, gmm_config, label_map), dev)
