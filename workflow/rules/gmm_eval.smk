@@ -1,2 +1,178 @@
-# Placeholder until this stage lands.
-GMM_EVAL_TARGETS = []
+# E1/E2 evaluation: every trained Gaussian-mixture model scored against the exact posterior
+# (accuracy vs Bayes, samples in the requested mode, W2 to exact samples, held-out NLL), the true
+# posterior scored the same way as the reference row "exact", Figures 5.1 and 5.2, the metric table
+# and the training-speed benchmark. Uses GMM_MODELS from gmm.smk.
+from replicate.gmm_experiment import training_settings
+
+GMM_LABEL_MAPS = config["gmm"]["label_maps"]
+GMM_EVAL_KEYS = {k: config["gmm"][k] for k in ("n_test", "n_posterior_samples")}
+# Figure 5.1 file stem per label map: fig5_1_gmm.png for "all", fig5_1_gmm_<map>.png otherwise.
+FIG5_1_STEMS = {m: "gmm" if m == "all" else f"gmm_{m}" for m in GMM_LABEL_MAPS}
+FIG5_1_LABELS = {stem: m for m, stem in FIG5_1_STEMS.items()}
+# Figure 5.2: the INN variants in configured order, then ours and the exact posterior.
+FIG5_2_MODELS = [m for m in GMM_MODELS if m.startswith("inn_")] + ["ours", "exact"]
+FIG_SEED = SEEDS[0]
+
+
+def gmm_run(kind, model, labels, seed=FIG_SEED):
+    """Path of one evaluation output: kind is eval (.json), samples or predictions (.csv)."""
+    suffix = "json" if kind == "eval" else "csv"
+    return f"results/gmm/{kind}/{model}_{labels}_seed{seed}.{suffix}"
+
+
+rule evaluate_gmm:
+    input:
+        model="results/gmm/models/{model}_{labels}_seed{seed}.safetensors",
+        status="results/gmm/models/{model}_{labels}_seed{seed}.json",
+    output:
+        eval="results/gmm/eval/{model}_{labels}_seed{seed}.json",
+        samples="results/gmm/samples/{model}_{labels}_seed{seed}.csv",
+        predictions="results/gmm/predictions/{model}_{labels}_seed{seed}.csv",
+    log:
+        "results/logs/gmm/evaluate_{model}_{labels}_seed{seed}.log",
+    wildcard_constraints:
+        model="|".join(GMM_MODELS),
+        labels="|".join(GMM_LABEL_MAPS),
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    params:
+        # The model's training settings (to load its checkpoint) plus the evaluation sizes.
+        settings=lambda wildcards: training_settings(config["gmm"], wildcards.model)
+        | GMM_EVAL_KEYS,
+        device=config["device"],
+    script:
+        "../scripts/evaluate_gmm.py"
+
+
+rule evaluate_gmm_exact:
+    output:
+        eval="results/gmm/eval/exact_{labels}_seed{seed}.json",
+        samples="results/gmm/samples/exact_{labels}_seed{seed}.csv",
+        predictions="results/gmm/predictions/exact_{labels}_seed{seed}.csv",
+    log:
+        "results/logs/gmm/evaluate_exact_{labels}_seed{seed}.log",
+    wildcard_constraints:
+        labels="|".join(GMM_LABEL_MAPS),
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    params:
+        settings=GMM_EVAL_KEYS,
+    script:
+        "../scripts/evaluate_gmm_exact.py"
+
+
+rule gmm_metrics:
+    input:
+        expand(
+            "results/gmm/eval/{model}_{labels}_seed{seed}.json",
+            model=["exact", *GMM_MODELS],
+            labels=GMM_LABEL_MAPS,
+            seed=SEEDS,
+        ),
+    output:
+        csv=report(
+            "results/tables/gmm_metrics.csv",
+            caption="../report/gmm_metrics.rst",
+            category="E1/E2 Gaussian mixture",
+        ),
+        md="results/tables/gmm_metrics.md",
+    log:
+        "results/logs/gmm/gmm_metrics.log",
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        model_order=["exact", *GMM_MODELS],
+    script:
+        "../scripts/gmm_metrics.py"
+
+
+rule plot_fig5_1:
+    input:
+        predictions=lambda w: gmm_run("predictions", "ours", FIG5_1_LABELS[w.stem]),
+        samples=lambda w: gmm_run("samples", "ours", FIG5_1_LABELS[w.stem]),
+        eval=lambda w: gmm_run("eval", "ours", FIG5_1_LABELS[w.stem]),
+    output:
+        png=report(
+            "results/figures/fig5_1_{stem}.png",
+            caption="../report/fig5_1_gmm.rst",
+            category="E1/E2 Gaussian mixture",
+        ),
+        pdf="results/figures/fig5_1_{stem}.pdf",
+    log:
+        "results/logs/gmm/plot_fig5_1_{stem}.log",
+    wildcard_constraints:
+        stem="|".join(FIG5_1_LABELS),
+    conda:
+        "../../envs/replicate.yaml"
+    script:
+        "../scripts/plot_fig5_1.py"
+
+
+rule plot_fig5_2:
+    input:
+        samples=[gmm_run("samples", m, "all") for m in FIG5_2_MODELS],
+        eval=[gmm_run("eval", m, "all") for m in FIG5_2_MODELS],
+    output:
+        png=report(
+            "results/figures/fig5_2_inn_variants.png",
+            caption="../report/fig5_2_inn_variants.rst",
+            category="E1/E2 Gaussian mixture",
+        ),
+        pdf="results/figures/fig5_2_inn_variants.pdf",
+    log:
+        "results/logs/gmm/plot_fig5_2.log",
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        models=FIG5_2_MODELS,
+        gmm_config={"inn": config["gmm"]["inn"]},
+    script:
+        "../scripts/plot_fig5_2.py"
+
+
+rule benchmark_gmm_speed:
+    output:
+        csv=report(
+            "results/tables/training_speed.csv",
+            caption="../report/training_speed.rst",
+            category="E1/E2 Gaussian mixture",
+        ),
+        md="results/tables/training_speed.md",
+    log:
+        "results/logs/gmm/benchmark_gmm_speed.log",
+    benchmark:
+        "results/benchmarks/gmm/benchmark_gmm_speed.tsv"
+    conda:
+        "../../envs/replicate.yaml"
+    # All cores: the timings should not compete with other rules (see the caption).
+    threads: workflow.cores
+    resources:
+        runtime=60,
+        mem_mb=8000,
+    params:
+        # Only what a training step depends on, so evaluation keys do not rerun the benchmark.
+        gmm_config={
+            k: config["gmm"][k]
+            for k in ("batch_size", "network", "ours", "inn", "cinn")
+        },
+        models=GMM_MODELS,
+        iterations=config["gmm"]["benchmark_iterations"],
+        device=config["device"],
+    script:
+        "../scripts/benchmark_gmm_speed.py"
+
+
+GMM_EVAL_TARGETS = [
+    "results/tables/gmm_metrics.csv",
+    "results/tables/training_speed.csv",
+    *expand("results/figures/fig5_1_{stem}.png", stem=FIG5_1_LABELS),
+    *(["results/figures/fig5_2_inn_variants.png"] if "all" in GMM_LABEL_MAPS else []),
+]

@@ -1,0 +1,490 @@
+"""Scoring the Gaussian-mixture models against the exact posterior, and their figures and table.
+
+Every trained model (see :mod:`replicate.gmm_experiment`) is evaluated on data it never saw:
+
+- ``n_test`` held-out points: forward-pass accuracy (next to the Bayes-optimal accuracy of the same
+  points) and, where the model has a density, the held-out conditional NLL next to the true NLL;
+- ``n_posterior_samples`` samples of p(x | y) for every label: the fraction in a mode of the
+  requested label and the Wasserstein-2 distance to as many exact samples of p(x | y).
+
+The true posterior is scored by the same code as the pseudo-model ``exact`` (Bayes classifier,
+independent exact samples, true density). Its row gives the ceiling / floor each metric can reach
+at these sample sizes: e.g. W2 between two finite exact samples is not 0.
+
+Random streams, all derived from the run's seed so a rerun reproduces every number: the test
+points use ``TEST_SEED_OFFSET + seed``, the exact samples the models are compared with
+``REFERENCE_SEED_OFFSET + seed``, the ``exact`` pseudo-model's samples ``EXACT_SEED_OFFSET + seed``,
+and model sampling the global generator seeded with ``seed``. Training draws its data from ``seed``
+itself, so the test points are independent of the training set.
+
+Example:
+    >>> import tempfile, pathlib, json
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> cfg = {"n_test": 200, "n_posterior_samples": 50}
+    >>> r = evaluate_exact("all", cfg, 0, d / "e.json", d / "s.csv", d / "p.csv")
+    >>> r["diverged"], r["accuracy"] > 0.95, r["in_mode_fraction"] > 0.9
+    (False, True, True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from replicate import metrics
+from replicate.gmm import GaussianMixture
+from replicate.plots import Panel, figure_gmm, figure_panels, save_figure, use_style
+from replicate.runtime import atomic_path, resolve_device, write_json
+
+__all__ = [
+    "EXACT_SEED_OFFSET",
+    "REFERENCE_SEED_OFFSET",
+    "TABLE_METRICS",
+    "TEST_SEED_OFFSET",
+    "evaluate_exact",
+    "evaluate_gmm_run",
+    "gmm_metrics_table",
+    "model_title",
+    "plot_fig5_1",
+    "plot_fig5_2",
+    "held_out_set",
+]
+
+log = logging.getLogger("replicate")
+
+TEST_SEED_OFFSET = 7_000_000
+REFERENCE_SEED_OFFSET = 8_000_000
+EXACT_SEED_OFFSET = 9_000_000
+EXACT = "exact"  # the true posterior, scored as if it were a model
+
+# Per-run metrics averaged over seeds in the table (``bayes_accuracy`` and ``true_nll`` depend only
+# on the test points, so the table shows their mean alone).
+TABLE_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "in_mode_fraction",
+    "w2",
+    "nll",
+    "seconds_per_iteration",
+)
+
+
+def held_out_set(label_map: str, n_test: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Held-out points ``(x (n, 2), labels (n,))`` of a run, independent of its training data.
+
+    Example:
+        >>> x, y = held_out_set("some", 10, seed=0)
+        >>> x.shape, bool(torch.equal(x, held_out_set("some", 10, seed=0)[0]))
+        (torch.Size([10, 2]), True)
+    """
+    gen = torch.Generator().manual_seed(TEST_SEED_OFFSET + seed)
+    return GaussianMixture(label_map).sample(n_test, gen)
+
+
+def _exact_samples(gm: GaussianMixture, n: int, seed: int) -> dict[int, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {label: gm.sample_conditional(label, n, gen) for label in range(gm.n_labels)}
+
+
+def _nan_to_none(value: Any) -> Any:
+    # JSON has no NaN; a missing number is written as null (read back as NaN by the table).
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _write_outputs(
+    result: dict[str, Any],
+    samples: dict[int, Tensor] | None,
+    predictions: pd.DataFrame | None,
+    eval_json: str | os.PathLike,
+    samples_csv: str | os.PathLike,
+    predictions_csv: str | os.PathLike,
+) -> None:
+    rows = (
+        [
+            pd.DataFrame({"x1": s[:, 0].numpy(), "x2": s[:, 1].numpy(), "label": label})
+            for label, s in samples.items()
+        ]
+        if samples
+        else [pd.DataFrame(columns=["x1", "x2", "label"])]
+    )
+    with atomic_path(samples_csv) as tmp:
+        pd.concat(rows, ignore_index=True).to_csv(tmp, index=False)
+    if predictions is None:
+        predictions = pd.DataFrame(columns=["x1", "x2", "label", "predicted"])
+    with atomic_path(predictions_csv) as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(eval_json, {k: _nan_to_none(v) for k, v in result.items()})
+
+
+def _posterior_scores(
+    gm: GaussianMixture, samples: dict[int, Tensor], reference: dict[int, Tensor]
+) -> dict[str, Any]:
+    """In-mode fraction and W2 to exact samples, per label and averaged over labels."""
+    in_mode, w2 = [], []
+    for label in range(gm.n_labels):
+        s = samples[label].double()
+        in_mode.append(metrics.in_mode_fraction(s, label, gm.means, gm.mode_labels, gm.std))
+        w2.append(metrics.wasserstein2(s, reference[label]))
+    return {
+        "in_mode_fraction": float(np.mean(in_mode)),
+        "w2": float(np.mean(w2)),
+        "in_mode_fraction_per_label": in_mode,
+        "w2_per_label": w2,
+    }
+
+
+def _base_result(
+    model: str, label_map: str, seed: int, gmm_config: Mapping[str, Any], x: Tensor, y: Tensor
+) -> dict[str, Any]:
+    gm = GaussianMixture(label_map)
+    true_ll = gm.log_likelihood(x)[torch.arange(len(y)), y]
+    return {
+        "model": model,
+        "label_map": label_map,
+        "seed": seed,
+        "n_test": gmm_config["n_test"],
+        "n_posterior_samples": gmm_config["n_posterior_samples"],
+        "bayes_accuracy": gm.bayes_accuracy(x),
+        "true_nll": metrics.nll(true_ll),
+        "mode_radius_std": metrics.DEFAULT_MODE_RADIUS,
+    }
+
+
+def _predictions(x: Tensor, y: Tensor, predicted: Tensor) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"x1": x[:, 0].numpy(), "x2": x[:, 1].numpy(), "label": y.numpy(), "predicted": predicted}
+    )
+
+
+def evaluate_exact(
+    label_map: str,
+    gmm_config: Mapping[str, Any],
+    seed: int,
+    eval_json: str | os.PathLike,
+    samples_csv: str | os.PathLike,
+    predictions_csv: str | os.PathLike,
+) -> dict[str, Any]:
+    """Score the true posterior like a model: Bayes classifier, fresh exact samples, true density.
+
+    Writes the same three files as :func:`evaluate_gmm_run` and returns the metrics dict.
+    """
+    gm = GaussianMixture(label_map)
+    x, y = held_out_set(label_map, gmm_config["n_test"], seed)
+    result = _base_result(EXACT, label_map, seed, gmm_config, x, y)
+    n = gmm_config["n_posterior_samples"]
+    samples = _exact_samples(gm, n, EXACT_SEED_OFFSET + seed)
+    reference = _exact_samples(gm, n, REFERENCE_SEED_OFFSET + seed)
+    predicted = gm.posterior(x).argmax(dim=1)
+    result |= {
+        "diverged": False,
+        "message": "the true posterior, scored by the same code as the models",
+        "accuracy": metrics.accuracy(gm.posterior(x), y),
+        "nll": result["true_nll"],
+        "seconds_per_iteration": float("nan"),
+        **_posterior_scores(gm, samples, reference),
+    }
+    _write_outputs(
+        result,
+        samples,
+        _predictions(x, y, predicted.numpy()),
+        eval_json,
+        samples_csv,
+        predictions_csv,
+    )
+    log.info("exact posterior, label map %s, seed %d: %s", label_map, seed, _summary(result))
+    return result
+
+
+def _summary(result: Mapping[str, Any]) -> str:
+    keys = ("accuracy", "bayes_accuracy", "in_mode_fraction", "w2", "nll", "true_nll")
+    return " ".join(f"{k}={result[k]:.4f}" for k in keys if result.get(k) is not None)
+
+
+def evaluate_gmm_run(
+    model_name: str,
+    checkpoint_path: str | os.PathLike,
+    status_path: str | os.PathLike,
+    gmm_config: Mapping[str, Any],
+    label_map: str,
+    seed: int,
+    device: str,
+    eval_json: str | os.PathLike,
+    samples_csv: str | os.PathLike,
+    predictions_csv: str | os.PathLike,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one trained run against the exact posterior and write its three outputs.
+
+    ``gmm_config`` must hold the model's training settings (to load the checkpoint) plus
+    ``n_test`` and ``n_posterior_samples``. A run whose status says ``diverged`` is not loaded: its
+    metrics are NaN (``null`` in the JSON), ``diverged`` is true, and the samples and predictions
+    files hold only their header, so the table and figures report it instead of failing.
+
+    Outputs: ``eval_json`` (every metric, per-label values, timing from the training status),
+    ``samples_csv`` (``x1,x2,label``: ``n_posterior_samples`` per label, the samples behind the
+    figures and the posterior metrics) and ``predictions_csv`` (``x1,x2,label,predicted`` for the
+    test points).
+    """
+    from replicate.gmm_experiment import load_gmm_model  # the training stage's loader
+
+    if threads:
+        torch.set_num_threads(threads)
+    status = json.loads(Path(status_path).read_text())
+    gm = GaussianMixture(label_map)
+    x, y = held_out_set(label_map, gmm_config["n_test"], seed)
+    result = _base_result(model_name, label_map, seed, gmm_config, x, y)
+    result |= {
+        "diverged": bool(status["diverged"]),
+        "message": status.get("message", ""),
+        "iterations_done": status.get("iterations_done"),
+        "seconds_per_iteration": float(status.get("seconds_per_iteration", float("nan"))),
+        "train_device": status.get("device"),
+        "final_terms": status.get("final_terms", {}),
+    }
+    nan_metrics = {
+        "accuracy": float("nan"),
+        "nll": float("nan"),
+        "in_mode_fraction": float("nan"),
+        "w2": float("nan"),
+    }
+    if result["diverged"]:
+        log.warning(
+            "%s %s seed %d diverged in training: %s", model_name, label_map, seed, result["message"]
+        )
+        result |= nan_metrics | {"has_log_prob": None}
+        _write_outputs(result, None, None, eval_json, samples_csv, predictions_csv)
+        return result
+
+    dev = resolve_device(device)
+    model = load_gmm_model(model_name, checkpoint_path, gmm_config, label_map, dev)
+    scores = model.predict(x).cpu()[:, : gm.n_labels]
+    predicted = scores.argmax(dim=1)
+    result["accuracy"] = metrics.accuracy(scores, y)
+    log_p = model.log_prob(x, gm.one_hot(y))
+    result["has_log_prob"] = log_p is not None
+    result["nll"] = metrics.nll(log_p.cpu()) if log_p is not None else float("nan")
+
+    torch.manual_seed(seed)  # model sampling draws from the global generators (CPU and CUDA)
+    n = gmm_config["n_posterior_samples"]
+    samples = {
+        label: model.sample(gm.one_hot(torch.tensor(label)), n).cpu().double()
+        for label in range(gm.n_labels)
+    }
+    reference = _exact_samples(gm, n, REFERENCE_SEED_OFFSET + seed)
+    result |= _posterior_scores(gm, samples, reference)
+    result["n_non_finite_samples"] = int(
+        sum((~torch.isfinite(s)).any(1).sum() for s in samples.values())
+    )
+    _write_outputs(
+        result,
+        samples,
+        _predictions(x, y, predicted.numpy()),
+        eval_json,
+        samples_csv,
+        predictions_csv,
+    )
+    log.info("%s, label map %s, seed %d: %s", model_name, label_map, seed, _summary(result))
+    return result
+
+
+def _read_eval(path: str | os.PathLike) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    return {k: (float("nan") if v is None else v) for k, v in data.items()}
+
+
+def gmm_metrics_table(
+    eval_paths: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+    model_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per model x label map: mean and std over seeds of every metric, written as CSV and
+    Markdown.
+
+    Columns: ``model, label_map``, then for each of :data:`TABLE_METRICS` ``<metric>_mean`` and
+    ``<metric>_std``, ``bayes_accuracy`` and ``true_nll`` (means over the seeds' test sets, the
+    references for ``accuracy`` and ``nll``), ``n_seeds`` and ``n_diverged``. Means and stds skip
+    diverged runs (see :func:`replicate.metrics.summarise`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> cfg = {"n_test": 100, "n_posterior_samples": 20}
+        >>> paths = [d / f"e{s}.json" for s in (0, 1)]
+        >>> for s, p in enumerate(paths):
+        ...     _ = evaluate_exact("all", cfg, s, p, d / "s.csv", d / "p.csv")
+        >>> t = gmm_metrics_table(paths, d / "t.csv", d / "t.md")
+        >>> t[["model", "label_map", "n_seeds", "n_diverged"]].values.tolist()
+        [['exact', 'all', 2, 0]]
+    """
+    runs = pd.DataFrame([_read_eval(p) for p in eval_paths])
+    if runs.empty:
+        raise ValueError("gmm_metrics_table: no evaluation files given")
+    table = metrics.summarise(runs, ["model", "label_map"], list(TABLE_METRICS))
+    refs = runs.groupby(["model", "label_map"], sort=False)[["bayes_accuracy", "true_nll"]].mean()
+    table = table.merge(refs.reset_index(), on=["model", "label_map"])
+    columns = ["model", "label_map"]
+    for m in TABLE_METRICS:
+        columns += [f"{m}_mean", f"{m}_std"]
+        if m == "accuracy":
+            columns.append("bayes_accuracy")
+        if m == "nll":
+            columns.append("true_nll")
+    table = table[[*columns, "n_seeds", "n_diverged"]]
+    order = list(model_order) if model_order else [EXACT, *sorted(set(runs["model"]) - {EXACT})]
+    rank = {name: i for i, name in enumerate(order)}
+    table = table.sort_values(
+        ["label_map", "model"],
+        key=lambda col: col.map(rank).fillna(len(rank)) if col.name == "model" else col,
+    ).reset_index(drop=True)
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(_markdown(table) + "\n")
+    log.info("GMM metrics over %d runs:\n%s", len(runs), _markdown(table))
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """Mean +- std cells, readable in the report."""
+    out = table[["model", "label_map"]].copy()
+    digits = {"seconds_per_iteration": 4, "w2": 3, "nll": 3}
+    for m in TABLE_METRICS:
+        d = digits.get(m, 3)
+        mean, std = table[f"{m}_mean"], table[f"{m}_std"]
+        out[m] = [
+            "n/a" if pd.isna(a) else (f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}")
+            for a, b in zip(mean, std, strict=True)
+        ]
+        if m == "accuracy":
+            out["bayes_accuracy"] = table["bayes_accuracy"].map(lambda v: f"{v:.3f}")
+        if m == "nll":
+            out["true_nll"] = table["true_nll"].map(lambda v: f"{v:.3f}")
+    out = out.rename(columns={"seconds_per_iteration": "s/iteration"})
+    out["seeds (diverged)"] = [
+        f"{a} ({b})" for a, b in zip(table["n_seeds"], table["n_diverged"], strict=True)
+    ]
+    return out.to_markdown(index=False)
+
+
+def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
+    """A readable panel title for a model name, naming the INN variant's losses and ramp.
+
+    Example:
+        >>> cfg = {"inn": {"variants": {"full": {"losses": ["y", "z"], "ramp_epochs": 50}}}}
+        >>> model_title("inn_full", cfg)
+        'INN full (y+z, ramp 50 ep.)'
+        >>> model_title("ours")
+        'ours'
+    """
+    if model.startswith("inn_"):
+        variant = model[len("inn_") :]
+        spec = (gmm_config or {}).get("inn", {}).get("variants", {}).get(variant)
+        name = "INN " + variant.replace("_", " ")
+        if spec:
+            losses = "+".join(
+                {"x_backward": "x_bw", "x_reconstruction": "x_rec"}.get(k, k)
+                for k in spec["losses"]
+            )
+            name += f" ({losses}, ramp {spec['ramp_epochs']} ep.)"
+        return name
+    return {"cinn": "cINN", EXACT: "exact p(x | y)"}.get(model, model)
+
+
+def _score_line(result: Mapping[str, Any]) -> str:
+    return f"in mode {result['in_mode_fraction']:.3f}, W2 {result['w2']:.3f}"
+
+
+def plot_fig5_1(
+    predictions_csv: str | os.PathLike,
+    samples_csv: str | os.PathLike,
+    eval_json: str | os.PathLike,
+    png_path: str | os.PathLike,
+) -> None:
+    """Paper Figure 5.1 for one run (PNG + PDF): forward-pass labels and posterior samples."""
+    use_style()
+    result = _read_eval(eval_json)
+    gm = GaussianMixture(result["label_map"])
+    title = (
+        f"{model_title(result['model'])}, label map '{result['label_map']}', seed {result['seed']}"
+    )
+    kw = {"circles": gm.means.numpy(), "radius": metrics.DEFAULT_MODE_RADIUS * gm.std}
+    if result["diverged"]:
+        fig = figure_gmm(
+            None,
+            None,
+            None,
+            None,
+            gm.n_labels,
+            title=title,
+            diverged_message=str(result["message"]),
+            **kw,
+        )
+    else:
+        pred, samples = pd.read_csv(predictions_csv), pd.read_csv(samples_csv)
+        title += (
+            f"\naccuracy {result['accuracy']:.3f} (Bayes {result['bayes_accuracy']:.3f}); "
+            + _score_line(result)
+        )
+        fig = figure_gmm(
+            pred[["x1", "x2"]].to_numpy(),
+            pred["predicted"].to_numpy(),
+            samples[["x1", "x2"]].to_numpy(),
+            samples["label"].to_numpy(),
+            gm.n_labels,
+            title=title,
+            **kw,
+        )
+    save_figure(fig, png_path)
+
+
+def plot_fig5_2(
+    models: Sequence[str],
+    samples_csvs: Sequence[str | os.PathLike],
+    eval_jsons: Sequence[str | os.PathLike],
+    png_path: str | os.PathLike,
+    gmm_config: Mapping[str, Any] | None = None,
+) -> None:
+    """Paper Figure 5.2 (PNG + PDF): posterior samples of each model in ``models``, side by side.
+
+    A diverged run's panel says so. Each panel's title carries its in-mode fraction and W2.
+    """
+    use_style()
+    panels, label_map = [], None
+    for model, samples_csv, eval_json in zip(models, samples_csvs, eval_jsons, strict=True):
+        result = _read_eval(eval_json)
+        label_map = label_map or result["label_map"]
+        title = model_title(model, gmm_config)
+        if result["diverged"]:
+            panels.append(Panel(title, None, None, diverged_message=str(result["message"])))
+            continue
+        samples = pd.read_csv(samples_csv)
+        panels.append(
+            Panel(
+                f"{title}\n{_score_line(result)}",
+                samples[["x1", "x2"]].to_numpy(),
+                samples["label"].to_numpy(),
+            )
+        )
+    gm = GaussianMixture(label_map or "all")
+    fig = figure_panels(
+        panels,
+        gm.n_labels,
+        title=f"samples of p(x | y), label map '{gm.label_map}'",
+        circles=gm.means.numpy(),
+        radius=metrics.DEFAULT_MODE_RADIUS * gm.std,
+    )
+    save_figure(fig, png_path)

@@ -1,0 +1,20 @@
+"""Score one trained Gaussian-mixture run against the exact posterior (rule evaluate_gmm)."""
+
+from replicate.gmm_eval import evaluate_gmm_run
+from replicate.runtime import setup_logging
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+setup_logging(snakemake.log[0])
+evaluate_gmm_run(
+    snakemake.wildcards.model,
+    snakemake.input.model,
+    snakemake.input.status,
+    snakemake.params.settings,
+    snakemake.wildcards.labels,
+    int(snakemake.wildcards.seed),
+    snakemake.params.device,
+    snakemake.output.eval,
+    snakemake.output.samples,
+    snakemake.output.predictions,
+    threads=snakemake.threads,
+)
