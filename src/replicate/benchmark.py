@@ -204,7 +204,7 @@ def benchmark_training_speed(
     matmul_size: int = 2048,
     threads: int | None = None,
 ) -> pd.DataFrame:
-    """Run :func:`measure_training_speed`, print the table, write it as CSV (and Markdown)."""
+    """Run :func:`measure_training_speed`, log the table, write it as CSV (and Markdown)."""
     if threads:
         torch.set_num_threads(threads)
     log.info(
@@ -232,7 +232,6 @@ def benchmark_training_speed(
             "fraction_of_matmul",
         ]
     ].to_markdown(index=False, floatfmt=".3f")
-    print(shown)
     log.info(
         "training speed (plain float32 matmul: %.1f GFLOP/s)\n%s",
         float(table["matmul_gflops"].iloc[0]),
