@@ -381,12 +381,13 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
-    """A readable panel title for a model name, naming the INN variant's losses and ramp.
+    """A readable panel title for a model name; an INN's second line names its losses and ramp.
 
     Example:
         >>> cfg = {"inn": {"variants": {"full": {"losses": ["y", "z"], "ramp_epochs": 50}}}}
-        >>> model_title("inn_full", cfg)
-        'INN full (y+z, ramp 50 ep.)'
+        >>> print(model_title("inn_full", cfg))
+        INN full
+        y+z, ramp 50 ep.
         >>> model_title("ours")
         'ours'
     """
@@ -399,7 +400,7 @@ def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
                 {"x_backward": "x_bw", "x_reconstruction": "x_rec"}.get(k, k)
                 for k in spec["losses"]
             )
-            name += f" ({losses}, ramp {spec['ramp_epochs']} ep.)"
+            name += f"\n{losses}, ramp {spec['ramp_epochs']} ep."
         return name
     return {"cinn": "cINN", EXACT: "exact p(x | y)"}.get(model, model)
 

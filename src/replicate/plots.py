@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +81,17 @@ def use_style() -> None:
 
 
 def label_colors(n_labels: int) -> list[tuple[float, float, float]]:
-    """One fixed colour per label (tab10 order), the same in every figure.
+    """One fixed colour per label (tab10 without its grey, kept for the mode rings), the same in
+    every figure.
 
     Example:
         >>> len(label_colors(8)), label_colors(4) == label_colors(8)[:4]
         (8, True)
     """
-    if not 1 <= n_labels <= 10:
-        raise ValueError(f"label_colors supports 1..10 labels, got {n_labels}")
-    return list(sns.color_palette("tab10", 10))[:n_labels]
+    if not 1 <= n_labels <= 9:
+        raise ValueError(f"label_colors supports 1..9 labels, got {n_labels}")
+    tab10 = list(sns.color_palette("tab10", 10))
+    return [tab10[i] for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)][:n_labels]
 
 
 def save_figure(fig: Figure, png_path: str | os.PathLike) -> None:
@@ -189,7 +192,8 @@ def mark_diverged(ax: Axes, title: str, message: str = "", limit: float = GMM_LI
     text = "diverged"
     if message:
         # Long exception texts would overflow the panel; the first sentence says enough.
-        text += "\n" + message.split(". ")[0][:60]
+        short = textwrap.shorten(message.split(". ")[0], 90, placeholder="...")
+        text = "\n".join([text, *textwrap.wrap(short, 30)])
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="firebrick")
     _square(ax, limit)
     ax.set_title(title)
@@ -201,13 +205,8 @@ def _label_legend(fig: Figure, n_labels: int, title: str = "label") -> None:
         Line2D([], [], marker="o", ls="", color=colors[k], markersize=5, label=str(k))
         for k in range(n_labels)
     ]
-    fig.legend(
-        handles=handles,
-        title=title,
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
-        frameon=False,
-    )
+    # "outside" places the legend in its own column of the constrained layout, beside the panels.
+    fig.legend(handles=handles, title=title, loc="outside right center", frameon=False)
 
 
 def figure_gmm(
