@@ -752,6 +752,7 @@ def cinn_samples_stage(
     with atomic_path(samples_path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels.numpy().astype(np.int64))
+    log.info("wrote %d cINN samples (seed %d) to %s", len(images), seed, samples_path)
 
 
 def evaluate_model_stage(
@@ -831,8 +832,9 @@ def reference_stage(
 ) -> list[dict[str, Any]]:
     """Rule ``evaluate_latent_references``: what the metrics give for non-generated images.
 
-    Two rows that put the generated models' numbers on a scale: real training images (as many as
-    one model generates: the floor of the Frechet distance at that sample size), and the
+    Rows that put the generated models' numbers on a scale: the real test images (the
+    classifier's own accuracy, the ceiling of ``sample_accuracy``), real training images (as many
+    as one model generates: the floor of the Frechet distance at that sample size), and the
     auto-encoder's reconstructions of the test images (the best any generator in its latent space
     can look to the classifier). The probe column of the reconstructions row fits y from u itself:
     the label information a linear map finds in the latents before any flow.
@@ -842,8 +844,8 @@ def reference_stage(
 
     _set_threads(threads)
     classifier = load_classifier(classifier_path)
-    real, _ = _load_images(data_dir, dataset, "test", latent_config["n_test"])
-    _, real_features = classifier_outputs(classifier, real)
+    real, real_labels = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    real_logits, real_features = classifier_outputs(classifier, real)
     n_generated = N_CLASSES * int(latent_config["n_eval_samples_per_class"])
     train_x, train_y = _load_images(data_dir, dataset, "train", latent_config["n_train"])
     train_x, train_y = train_x[:n_generated], train_y[:n_generated]
@@ -851,7 +853,20 @@ def reference_stage(
         lat = {k: f[k] for k in ("train_u", "train_y", "test_u", "test_y")}
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
     recon = decode_to_uint8(ae, torch.as_tensor(lat["test_u"]))
-    rows = []
+    rows = [
+        {
+            # The classifier's own test accuracy: the ceiling of sample_accuracy. The distance of
+            # the test set to itself is 0 by definition, so it is left out.
+            "dataset": dataset,
+            "model": "real test images",
+            "seed": None,
+            "test_accuracy": float("nan"),
+            "sample_accuracy": float(np.mean(real_logits.argmax(1) == real_labels)),
+            "frechet_distance": float("nan"),
+            "label_probe_accuracy": float("nan"),
+            "n_samples": len(real),
+        }
+    ]
     for name, images, labels, probe in (
         ("real train images", train_x, train_y, float("nan")),
         (

@@ -1,2 +1,165 @@
-# Placeholder until this stage lands.
-LATENT_EVAL_TARGETS = []
+# E3, beyond the paper: an independent CNN classifier trained on real images judges generated
+# samples of ours and of the cINN baseline (same latents, same flow size); a linear probe measures
+# the label information left in z. One table: results/tables/latent_metrics.csv.
+LATENT_EVAL_MODELS = ["ours", "cinn"]
+# The classifier is trained once per dataset, seeded by the first of `seeds` (as the auto-encoder).
+CLASSIFIER_SEED = SEEDS[0]
+# Only the keys each rule depends on, so editing another key does not retrain the model.
+CLASSIFIER_SETTINGS = {k: LATENT[k] for k in ("n_train", "n_test", "classifier")}
+CINN_SETTINGS = {"flow": LATENT["flow"], "cinn": LATENT["cinn"]}
+LATENT_EVAL_SETTINGS = {
+    k: LATENT[k]
+    for k in ("n_train", "n_test", "flow", "autoencoder", "n_eval_samples_per_class")
+}
+# Each model's checkpoint and generated samples (ours come from workflow/rules/latent.smk).
+GENERATOR_FILES = {
+    "ours": (
+        "results/latent/{dataset}/flow_seed{seed}.safetensors",
+        "results/latent/{dataset}/samples_seed{seed}.npz",
+    ),
+    "cinn": (
+        "results/latent/{dataset}/cinn_seed{seed}.safetensors",
+        "results/latent/{dataset}/cinn_samples_seed{seed}.npz",
+    ),
+}
+
+
+rule train_latent_classifier:
+    input:
+        "results/data/{dataset}/verified.json",
+    output:
+        model="results/latent/{dataset}/classifier.safetensors",
+        metrics="results/latent/{dataset}/classifier_eval.json",
+    log:
+        "results/logs/latent_eval/train_classifier_{dataset}.log",
+    benchmark:
+        "results/benchmarks/latent_eval/train_classifier_{dataset}.tsv"
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 2
+    resources:
+        runtime=2 * 60,
+        mem_mb=4000,
+    params:
+        data_dir=lambda wildcards, input: str(Path(input[0]).parent),
+        settings=CLASSIFIER_SETTINGS,
+        seed=CLASSIFIER_SEED,
+        device=config["device"],
+    script:
+        "../scripts/train_image_classifier.py"
+
+
+rule train_latent_cinn:
+    input:
+        "results/latent/{dataset}/latents.npz",
+    output:
+        "results/latent/{dataset}/cinn_seed{seed}.safetensors",
+    log:
+        "results/logs/latent_eval/train_cinn_{dataset}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/latent_eval/train_cinn_{dataset}_seed{seed}.tsv"
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=6 * 60,
+        mem_mb=4000,
+    params:
+        settings=CINN_SETTINGS,
+        device=config["device"],
+    script:
+        "../scripts/train_latent_cinn.py"
+
+
+rule sample_latent_cinn:
+    input:
+        cinn="results/latent/{dataset}/cinn_seed{seed}.safetensors",
+        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
+    output:
+        "results/latent/{dataset}/cinn_samples_seed{seed}.npz",
+    log:
+        "results/logs/latent_eval/sample_cinn_{dataset}_seed{seed}.log",
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        settings=LATENT_EVAL_SETTINGS,
+    script:
+        "../scripts/sample_latent_cinn.py"
+
+
+rule evaluate_latent_generator:
+    input:
+        model=lambda wc: GENERATOR_FILES[wc.model][0].format(
+            dataset=wc.dataset, seed=wc.seed
+        ),
+        samples=lambda wc: GENERATOR_FILES[wc.model][1].format(
+            dataset=wc.dataset, seed=wc.seed
+        ),
+        latents="results/latent/{dataset}/latents.npz",
+        classifier="results/latent/{dataset}/classifier.safetensors",
+        verified="results/data/{dataset}/verified.json",
+    output:
+        "results/latent/{dataset}/metrics_{model}_seed{seed}.json",
+    log:
+        "results/logs/latent_eval/evaluate_{model}_{dataset}_seed{seed}.log",
+    wildcard_constraints:
+        model="|".join(LATENT_EVAL_MODELS),
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        data_dir=lambda wildcards, input: str(Path(input.verified).parent),
+        settings=LATENT_EVAL_SETTINGS,
+    script:
+        "../scripts/evaluate_latent_generator.py"
+
+
+rule evaluate_latent_references:
+    input:
+        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
+        latents="results/latent/{dataset}/latents.npz",
+        classifier="results/latent/{dataset}/classifier.safetensors",
+        verified="results/data/{dataset}/verified.json",
+    output:
+        "results/latent/{dataset}/metrics_references.json",
+    log:
+        "results/logs/latent_eval/evaluate_references_{dataset}.log",
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        data_dir=lambda wildcards, input: str(Path(input.verified).parent),
+        settings=LATENT_EVAL_SETTINGS,
+    script:
+        "../scripts/evaluate_latent_references.py"
+
+
+rule latent_metrics:
+    input:
+        expand(
+            "results/latent/{dataset}/metrics_{model}_seed{seed}.json",
+            dataset=LATENT_DATASETS,
+            model=LATENT_EVAL_MODELS,
+            seed=SEEDS,
+        ),
+        expand(
+            "results/latent/{dataset}/metrics_references.json",
+            dataset=LATENT_DATASETS,
+        ),
+    output:
+        csv=report(
+            "results/tables/latent_metrics.csv",
+            caption="../report/latent_metrics.rst",
+            category="Latent flow (E3)",
+        ),
+        md="results/tables/latent_metrics.md",
+    log:
+        "results/logs/latent_eval/latent_metrics.log",
+    conda:
+        "../../envs/replicate.yaml"
+    script:
+        "../scripts/make_latent_metrics_table.py"
+
+
+LATENT_EVAL_TARGETS = [
+    "results/tables/latent_metrics.csv",
+    *expand("results/latent/{dataset}/classifier_eval.json", dataset=LATENT_DATASETS),
+]

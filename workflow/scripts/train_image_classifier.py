@@ -1,0 +1,18 @@
+"""Train the independent CNN classifier on one dataset's real training images (rule
+train_latent_classifier)."""
+
+from replicate.latent_eval import classifier_stage
+from replicate.runtime import setup_logging
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+setup_logging(snakemake.log[0])
+classifier_stage(
+    snakemake.params.data_dir,
+    snakemake.wildcards.dataset,
+    snakemake.params.settings,
+    int(snakemake.params.seed),
+    snakemake.output.model,
+    snakemake.output.metrics,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)
