@@ -434,7 +434,12 @@ def style_images(
     return images, z.cpu().numpy()
 
 
-def figure_image_grid(grid: np.ndarray, row_labels: Sequence[str] | None = None, title: str = ""):
+def figure_image_grid(
+    grid: np.ndarray,
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
+    col_labels: Sequence[str] | None = None,
+):
     """A matplotlib figure of a (rows, cols, 28, 28) uint8 image grid, no gaps, grey.
 
     Example:
@@ -452,7 +457,11 @@ def figure_image_grid(grid: np.ndarray, row_labels: Sequence[str] | None = None,
     mosaic = grid.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
     fig, ax = plt.subplots(figsize=(0.35 * cols + 0.6, 0.35 * rows + 0.4))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_xticks([])
+    if col_labels is not None:
+        ax.set_xticks(np.arange(cols) * 28 + 14, labels=list(col_labels))
+        ax.tick_params(axis="x", length=0)
+    else:
+        ax.set_xticks([])
     if row_labels is not None:
         ax.set_yticks(np.arange(rows) * 28 + 14, labels=list(row_labels))
         ax.tick_params(axis="y", length=0)
@@ -726,6 +735,7 @@ def fig5_4_stage(
         grid,
         [f"z{r + 1}" for r in range(len(grid))],
         f"{DATASET_NAMES.get(dataset, dataset)}: fixed z per row, label 0-9 along the row",
+        col_labels=[str(k) for k in range(N_CLASSES)],
     )
     save_figure(fig, png_path)
 
