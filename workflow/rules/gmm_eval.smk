@@ -14,10 +14,10 @@ FIG5_2_MODELS = [m for m in GMM_MODELS if m.startswith("inn_")] + ["ours", "exac
 FIG_SEED = SEEDS[0]
 
 
-def gmm_run(kind, model, labels, seed=FIG_SEED):
-    """Path of one evaluation output: kind is eval (.json), samples or predictions (.csv)."""
-    suffix = "json" if kind == "eval" else "csv"
-    return f"results/gmm/{kind}/{model}_{labels}_seed{seed}.{suffix}"
+# One evaluation's outputs, formatted with model, labels and seed.
+GMM_EVAL_JSON = "results/gmm/eval/{model}_{labels}_seed{seed}.json"
+GMM_SAMPLES_CSV = "results/gmm/samples/{model}_{labels}_seed{seed}.csv"
+GMM_PREDICTIONS_CSV = "results/gmm/predictions/{model}_{labels}_seed{seed}.csv"
 
 
 rule evaluate_gmm:
@@ -96,9 +96,15 @@ rule gmm_metrics:
 
 rule plot_fig5_1:
     input:
-        predictions=lambda w: gmm_run("predictions", "ours", FIG5_1_LABELS[w.stem]),
-        samples=lambda w: gmm_run("samples", "ours", FIG5_1_LABELS[w.stem]),
-        eval=lambda w: gmm_run("eval", "ours", FIG5_1_LABELS[w.stem]),
+        predictions=lambda w: GMM_PREDICTIONS_CSV.format(
+            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+        ),
+        samples=lambda w: GMM_SAMPLES_CSV.format(
+            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+        ),
+        eval=lambda w: GMM_EVAL_JSON.format(
+            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+        ),
     output:
         png=report(
             "results/figures/fig5_1_{stem}.png",
@@ -118,8 +124,10 @@ rule plot_fig5_1:
 
 rule plot_fig5_2:
     input:
-        samples=[gmm_run("samples", m, "all") for m in FIG5_2_MODELS],
-        eval=[gmm_run("eval", m, "all") for m in FIG5_2_MODELS],
+        samples=expand(
+            GMM_SAMPLES_CSV, model=FIG5_2_MODELS, labels="all", seed=FIG_SEED
+        ),
+        eval=expand(GMM_EVAL_JSON, model=FIG5_2_MODELS, labels="all", seed=FIG_SEED),
     output:
         png=report(
             "results/figures/fig5_2_inn_variants.png",
