@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,26 @@ def test_frechet_distance_of_full_covariances_matches_the_symmetric_form() -> No
     expected = np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(cross)
     assert frechet_distance(m1, c1, m2, c2) == pytest.approx(expected, rel=1e-8)
     assert frechet_distance(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_with_dead_features_matches_the_symmetric_form() -> None:
+    # ReLU features with dead units and fewer samples than dimensions: singular covariances.
+    rng = np.random.default_rng(9)
+
+    def features(shift: float) -> np.ndarray:
+        h = np.maximum(rng.normal(size=(60, 32)) @ rng.normal(size=(32, 32)) * 0.3 + shift, 0)
+        h[:, :5] = 0.0
+        return h
+
+    a, b = features(0.0), features(0.4)
+    m1, c1 = a.mean(0), np.cov(a, rowvar=False)
+    m2, c2 = b.mean(0), np.cov(b, rowvar=False)
+    r1 = _psd_sqrt(c1)
+    root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(r1 @ c2 @ r1), 0, None)).sum()
+    expected = np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * root_trace
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning reaches the rule log
+        assert feature_frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 
 def test_feature_frechet_distance_is_zero_for_identical_features_and_symmetric() -> None:

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -259,10 +260,15 @@ def frechet_distance(
         raise ValueError(
             f"shapes disagree: mu {mu1.shape} {mu2.shape}, cov {cov1.shape} {cov2.shape}"
         )
-    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        eye = offset * np.eye(len(mu1))
-        covmean = scipy.linalg.sqrtm((cov1 + eye) @ (cov2 + eye))
+    with warnings.catch_warnings():
+        # ReLU features have dead units, so the covariances are singular and scipy warns; the
+        # trace of the root stays accurate there (tests check it against the symmetric form
+        # Tr (C1^1/2 C2 C1^1/2)^1/2 on singular covariances), so the warning is only noise.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(covmean).all():
+            eye = offset * np.eye(len(mu1))
+            covmean = scipy.linalg.sqrtm((cov1 + eye) @ (cov2 + eye))
     if np.iscomplexobj(covmean):
         # Only rounding may make it complex: the eigenvalues of cov1 cov2 are real and >= 0.
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * max(1.0, np.trace(cov1))):
