@@ -377,7 +377,8 @@ def _markdown(table: pd.DataFrame) -> str:
     out["seeds (diverged)"] = [
         f"{a} ({b})" for a, b in zip(table["n_seeds"], table["n_diverged"], strict=True)
     ]
-    return out.to_markdown(index=False)
+    # disable_numparse keeps the formatted strings (tabulate would print 1.000 as 1).
+    return out.to_markdown(index=False, disable_numparse=True)
 
 
 def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
@@ -464,11 +465,14 @@ def plot_fig5_2(
     A diverged run's panel says so. Each panel's title carries its in-mode fraction and W2.
     """
     use_style()
-    panels, label_map = [], None
+    panels, label_map, n_inn = [], None, 0
     for model, samples_csv, eval_json in zip(models, samples_csvs, eval_jsons, strict=True):
         result = _read_eval(eval_json)
         label_map = label_map or result["label_map"]
         title = model_title(model, gmm_config)
+        if model.startswith("inn_"):  # the paper's panel letters (a), (b), (c)
+            title = f"({'abcdefghij'[n_inn]}) {title}"
+            n_inn += 1
         if result["diverged"]:
             panels.append(Panel(title, None, None, diverged_message=str(result["message"])))
             continue
