@@ -1,0 +1,273 @@
+"""The SLURM profile on a real SLURM: a single-node cluster on localhost (.ci/slurm/cluster.sh) runs
+the smoke configuration through `--workflow-profile profiles/slurm`; every rule must have run as a
+SLURM job, and the outputs must equal those of a local run. One training job is rerun with the
+profile's GPU switch on: SLURM must schedule it on the (fake) GPU and the job must see it.
+
+Skipped only where SLURM is neither installed nor installable (not root). Where it can be, a
+cluster that does not start is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yte
+from conftest import REPO, SMOKE_CONFIG
+
+PROFILE = REPO / "profiles" / "slurm"
+CLUSTER = REPO / ".ci" / "slurm" / "cluster.sh"
+STATE = Path(os.environ.get("REPLICATE_SLURM_STATE", "/tmp/replicate-slurm"))
+# The smoke DAG as ~50 SLURM jobs: minutes on an idle 2-core machine, more when it is shared.
+RUN_TIMEOUT_S = int(os.environ.get("REPLICATE_SLURM_TEST_TIMEOUT", "2400"))
+# Not outputs of the computation: wall-clock timings and logs differ between any two runs.
+SKIP_DIRS = ("results/logs", "results/benchmarks")
+TIMING = re.compile(r"second|time|elapsed|per_s|it_s|_s$|wall|speed|ms_", re.IGNORECASE)
+
+
+def _rules_with(directive: str) -> set[str]:
+    """Names of the rules in workflow/rules/*.smk (and the Snakefile) that use ``directive``."""
+    names: set[str] = set()
+    sources = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    for text in (p.read_text() for p in sources):
+        for block in re.split(r"^(?=rule |checkpoint )", text, flags=re.MULTILINE)[1:]:
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if name and re.search(rf"^\s+{directive}:", block, flags=re.MULTILINE):
+                names.add(name.group(1))
+    return names
+
+
+def _declared_local_rules() -> set[str]:
+    """Rules the workflow runs on the submit host on purpose (`localrule: True`, `localrules:`)."""
+    local = {"all"}  # collects inputs, runs nothing
+    local |= _rules_with("localrule")
+    for p in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
+        for m in re.finditer(r"^localrules:\s*(.+)$", p.read_text(), flags=re.MULTILINE):
+            local |= {n.strip() for n in m.group(1).split(",") if n.strip()}
+    return local
+
+
+def test_profile_resources_cover_exactly_the_training_rules() -> None:
+    """The profile's per-rule resources (and GPU switch) name every rule with a benchmark, and no
+    rule that does not exist: a renamed training rule would otherwise silently lose its GPU."""
+    env = dict(os.environ, REPLICATE_SLURM_GPUS="1", REPLICATE_SLURM_GPU_PARTITION="gpu")
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        profile = yte.process_yaml((PROFILE / "config.yaml").read_text(), require_use_yte=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    training = _rules_with("benchmark")
+    assert set(profile["set-resources"]) == training
+    assert set(profile["set-threads"]) == training
+    for name, res in profile["set-resources"].items():
+        assert res["gpu"] == 1 and res["slurm_partition"] == "gpu", name
+        assert "attempt" in str(res["mem_mb"]) and "attempt" in str(res["runtime"]), name
+    off = yte.process_yaml((PROFILE / "config.yaml").read_text(), require_use_yte=True)
+    assert all("gpu" not in res for res in off["set-resources"].values())
+    assert off["slurm-status-command"] == "squeue"
+    assert "slurm_account" not in off["default-resources"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The real cluster
+
+
+def _sh(*cmd: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess[str]:
+    """Every SLURM client call is bounded (`timeout -k`): a stuck call must fail, not hang CI."""
+    return subprocess.run(
+        ["timeout", "-k", "5", str(int(timeout)), *cmd], capture_output=True, text=True, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(request: pytest.FixtureRequest) -> Path:
+    installed = all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged"))
+    if not installed and os.geteuid() != 0:
+        pytest.skip("SLURM is not installed and installing it (apt-get) needs root")
+    if os.geteuid() != 0:
+        pytest.skip("the test cluster writes /etc/slurm and starts daemons: needs root")
+    proc = _sh("bash", str(CLUSTER), "start", timeout=900)
+    # Stop whatever part of it came up, whatever happens next.
+    request.addfinalizer(lambda: _sh("bash", str(CLUSTER), "stop", timeout=120))
+    if proc.returncode != 0:
+        pytest.fail(f"the SLURM test cluster did not start:\n{proc.stdout}\n{proc.stderr}")
+    return STATE
+
+
+def _slurm_snakemake(workdir: Path, *args: str, gpus: int = 0) -> tuple[str, str]:
+    """Run the smoke workflow through the SLURM profile; return (log, SLURM run id)."""
+    cmd = [
+        "timeout",
+        "-k",
+        "30",
+        str(RUN_TIMEOUT_S),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(PROFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(SMOKE_CONFIG),
+        # The profile's first status check waits 10 s (sensible on a shared cluster); a private
+        # test cluster can be asked every 2 s (its MinJobAge, 3600 s, stays >= 3x that).
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "2",
+        *args,
+    ]
+    env = dict(os.environ, REPLICATE_SLURM_GPUS=str(gpus))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-15000:]}"
+    run_id = re.search(r"SLURM run ID: (\S+)", out)
+    assert run_id, f"no SLURM run ID in the log: did it run through the slurm executor?\n{out}"
+    return out, run_id.group(1)
+
+
+def _slurm_jobs(run_id: str) -> list[dict[str, str]]:
+    """Every job of one Snakemake run, as slurmctld remembers them (MinJobAge=3600)."""
+    proc = _sh("squeue", "-h", "-t", "all", "--name", run_id, "-o", "%i|%T|%k")
+    assert proc.returncode == 0, proc.stderr
+    jobs = []
+    for line in proc.stdout.split():
+        job_id, state, comment = line.split("|", 2)
+        jobs.append({"id": job_id, "state": state, "comment": comment})
+    return jobs
+
+
+def _rule_of(comment: str, rules: set[str]) -> str:
+    """The plugin names each job `rule_<rule>` or `rule_<rule>_wildcards_<values>`."""
+    matches = [r for r in rules if comment in (f"rule_{r}",) or comment.startswith(f"rule_{r}_wi")]
+    assert matches, f"SLURM job comment {comment!r} names no rule of {sorted(rules)}"
+    return max(matches, key=len)
+
+
+def _jobs_in_log(log: str) -> tuple[list[str], list[str]]:
+    """(rules of the jobs submitted remotely, rules of the jobs run locally), one entry per job."""
+    remote = re.findall(r"^rule (\w+):$", log, flags=re.MULTILINE)
+    local = re.findall(r"^localrule (\w+):$", log, flags=re.MULTILINE)
+    return remote, local
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    workdir = tmp_path_factory.mktemp("slurm_run")
+    log, run_id = _slurm_snakemake(workdir)
+    return {"dir": workdir, "log": log, "run_id": run_id}
+
+
+@pytest.mark.slow
+def test_every_rule_ran_as_a_slurm_job(slurm_run: dict) -> None:
+    remote, local = _jobs_in_log(slurm_run["log"])
+    allowed_local = _declared_local_rules()
+    assert remote, "no job was submitted to SLURM"
+    assert not set(local) - allowed_local, (
+        f"jobs ran outside SLURM: {sorted(set(local) - allowed_local)}"
+    )
+    jobs = _slurm_jobs(slurm_run["run_id"])
+    assert all(j["state"] == "COMPLETED" for j in jobs), jobs
+    per_rule_slurm: dict[str, int] = {}
+    for job in jobs:
+        rule = _rule_of(job["comment"], set(remote))
+        per_rule_slurm[rule] = per_rule_slurm.get(rule, 0) + 1
+    per_rule_log = {r: remote.count(r) for r in set(remote)}
+    assert per_rule_slurm == per_rule_log
+    # The plugin's per-job logs (kept by the profile) name the same SLURM jobs.
+    logs = {p.stem for p in (slurm_run["dir"] / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert {j["id"] for j in jobs} <= logs
+
+
+def _close(a: object, b: object, where: str) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            if not TIMING.search(str(key)):
+                _close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-5) or (
+            math.isnan(a) and math.isnan(b)
+        ), f"{where}: {a} != {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _compare_outputs(ours: Path, local: Path, only: list[Path] | None = None) -> int:
+    """Numbers in CSV/JSON/NPZ files agree with the local run (thread counts differ between the two
+    runs, so floating-point sums may differ in the last bits); PNG/PDF figures exist. Returns the
+    number of files compared."""
+    files = only or [
+        p.relative_to(local)
+        for p in (local / "results").rglob("*")
+        if p.is_file() and not str(p.relative_to(local)).startswith(SKIP_DIRS)
+    ]
+    compared = 0
+    for rel in files:
+        a, b = ours / rel, local / rel
+        assert a.is_file(), f"{rel}: made by the local run, missing from the SLURM run"
+        if rel.suffix == ".csv":
+            x, y = pd.read_csv(a), pd.read_csv(b)
+            assert list(x.columns) == list(y.columns), rel
+            keep = [c for c in x.columns if not TIMING.search(str(c))]
+            x, y = x[keep], y[keep]
+            num = x.select_dtypes("number").columns
+            np.testing.assert_allclose(x[num], y[num], rtol=1e-3, atol=1e-5, err_msg=str(rel))
+            other = [c for c in keep if c not in num]
+            pd.testing.assert_frame_equal(x[other], y[other], obj=str(rel))
+        elif rel.suffix == ".json":
+            _close(json.loads(a.read_text()), json.loads(b.read_text()), str(rel))
+        elif rel.suffix == ".npz":
+            with np.load(a) as x, np.load(b) as y:
+                assert sorted(x.files) == sorted(y.files), rel
+                for key in x.files:
+                    np.testing.assert_allclose(x[key], y[key], rtol=1e-3, atol=1e-5, err_msg=key)
+        else:
+            continue  # PNG, PDF, Markdown, checkpoints: existence is checked above
+        compared += 1
+    return compared
+
+
+@pytest.mark.slow
+def test_outputs_equal_a_local_run(slurm_run: dict, smoke_run: Path) -> None:
+    assert _compare_outputs(slurm_run["dir"], smoke_run) > 0
+
+
+@pytest.mark.slow
+def test_gpu_switch_puts_a_training_job_on_the_gpu(slurm_run: dict, smoke_run: Path) -> None:
+    """REPLICATE_SLURM_GPUS=1 (the profile's switch): a rerun training job asks SLURM for the GPU,
+    is scheduled on it, sees CUDA_VISIBLE_DEVICES inside the job, and makes the same numbers."""
+    workdir = slurm_run["dir"]
+    target = sorted((workdir / "results" / "gmm" / "models").glob("*.json"))[0]
+    rel = target.relative_to(workdir)
+    log, run_id = _slurm_snakemake(workdir, str(rel), "--forcerun", "train_gmm", gpus=1)
+    jobs = _slurm_jobs(run_id)
+    assert len(jobs) == 1 and jobs[0]["state"] == "COMPLETED", jobs
+    job_id = jobs[0]["id"]
+    show = _sh("scontrol", "show", "job", "-o", job_id)
+    assert re.search(r"TresPerJob=\S*gpu[:=]1", show.stdout), show.stdout
+    # The cluster's TaskProlog records each task's environment: inside the job (batch step and the
+    # plugin's inner srun step) the GPU is visible as device 0.
+    record = STATE / "task_env.log"
+    lines = [ln for ln in record.read_text().splitlines() if ln.startswith(f"job={job_id} ")]
+    assert lines, f"no task of job {job_id} recorded in {record}"
+    assert all(ln.endswith("CUDA_VISIBLE_DEVICES=0") for ln in lines), lines
+    assert _compare_outputs(workdir, smoke_run, only=[rel]) == 1
