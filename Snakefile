@@ -11,6 +11,9 @@ min_version("9.0")
 configfile: Path(workflow.basedir, "config", "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gmm.smk"
