@@ -124,7 +124,7 @@ def _slurm_snakemake(workdir: Path, *args: str, gpus: int = 0) -> tuple[str, str
         "--configfile",
         str(SMOKE_CONFIG),
         # The profile's first status check waits 10 s (sensible on a shared cluster); a private
-        # test cluster can be asked every 2 s (its MinJobAge, 3600 s, stays >= 3x that).
+        # test cluster can be asked every 2 s (its MinJobAge, 65533 s, stays >= 3x that).
         "--slurm-init-seconds-before-status-checks",
         "2",
         "--seconds-between-status-checks",
@@ -141,7 +141,7 @@ def _slurm_snakemake(workdir: Path, *args: str, gpus: int = 0) -> tuple[str, str
 
 
 def _slurm_jobs(run_id: str) -> list[dict[str, str]]:
-    """Every job of one Snakemake run, as slurmctld remembers them (MinJobAge=3600)."""
+    """Every job of one Snakemake run, as slurmctld remembers them (MinJobAge=65533 s)."""
     proc = _sh("squeue", "-h", "-t", "all", "--name", run_id, "-o", "%i|%T|%k")
     assert proc.returncode == 0, proc.stderr
     jobs = []

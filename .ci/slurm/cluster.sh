@@ -97,8 +97,9 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 ReturnToService=2
-# squeue sees a finished job for MinJobAge seconds (>= 3x slurm-init-seconds-before-status-checks)
-MinJobAge=3600
+# squeue sees a finished job for MinJobAge seconds: >= 3x slurm-init-seconds-before-status-checks,
+# and the test reads every job of a whole run back from squeue, so as long as SLURM allows (~18 h).
+MinJobAge=65533
 SlurmdParameters=config_overrides
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/d
