@@ -116,6 +116,7 @@ EOF
 }
 
 start_munge() {
+    if alive "$STATE/munged.pid" munged; then return 0; fi # ours, from an earlier start
     if $T 5 munge -n </dev/null 2>/dev/null | $T 5 unmunge >/dev/null 2>&1; then
         log "munged already answers on $MUNGE_SOCKET (not started by me; left alone)"
         return 0
@@ -137,7 +138,7 @@ start_munge() {
     echo $! >"$STATE/munged.pid"
     for _ in $(seq 50); do
         if $T 5 munge -n </dev/null 2>/dev/null | $T 5 unmunge >/dev/null 2>&1; then return 0; fi
-        alive "$STATE/munged.pid" munged || break
+        kill -0 "$(cat "$STATE/munged.pid")" 2>/dev/null || break
         sleep 0.2
     done
     cat "$STATE/munged.out" >&2
@@ -161,7 +162,7 @@ start() {
     echo $! >"$STATE/slurmctld.pid"
     for _ in $(seq 50); do
         $T 5 scontrol ping 2>/dev/null | grep -q "is UP" && break
-        alive "$STATE/slurmctld.pid" slurmctld || break
+        kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/dev/null || break
         sleep 0.2
     done
     if ! $T 5 scontrol ping 2>/dev/null | grep -q "is UP"; then
@@ -175,7 +176,7 @@ start() {
     for _ in $(seq 150); do
         state=$($T 5 sinfo -h -N -n localhost -o %t 2>/dev/null || true)
         [ "$state" = idle ] && break
-        alive "$STATE/slurmd.pid" slurmd || break
+        kill -0 "$(cat "$STATE/slurmd.pid")" 2>/dev/null || break
         sleep 0.2
     done
     if [ "$state" != idle ]; then
