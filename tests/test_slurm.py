@@ -173,6 +173,7 @@ def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_every_rule_ran_as_a_slurm_job(slurm_run: dict) -> None:
     remote, local = _jobs_in_log(slurm_run["log"])
     allowed_local = _declared_local_rules()
@@ -247,11 +248,13 @@ def _compare_outputs(ours: Path, local: Path, only: list[Path] | None = None) ->
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_outputs_equal_a_local_run(slurm_run: dict, smoke_run: Path) -> None:
     assert _compare_outputs(slurm_run["dir"], smoke_run) > 0
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_gpu_switch_puts_a_training_job_on_the_gpu(slurm_run: dict, smoke_run: Path) -> None:
     """REPLICATE_SLURM_GPUS=1 (the profile's switch): a rerun training job asks SLURM for the GPU,
     is scheduled on it, sees CUDA_VISIBLE_DEVICES inside the job, and makes the same numbers."""
