@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PAPER_FIGURES, PAPER_TABLES, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.report]
 
 EXPECTED = PAPER_FIGURES + PAPER_TABLES
 CHROMIUM_FLAGS = [
