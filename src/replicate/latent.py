@@ -689,6 +689,7 @@ def samples_stage(
     with atomic_path(samples_path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels)
+    log.info("wrote %d generated images (seed %d) to %s", len(images), seed, samples_path)
 
 
 def fig5_3_stage(
