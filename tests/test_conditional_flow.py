@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from replicate.cinn import ConditionalINN
 from replicate.conditional_flow import ConditionalFlow
 
 torch.set_num_threads(1)
@@ -86,32 +87,72 @@ def test_sample_shapes() -> None:
         flow.sample(torch.eye(8)[:5], n=3)
 
 
+# -- bad model input: ours and the cINN share one check (replicate.conditional_flow.check_input)
+def _models() -> dict[str, torch.nn.Module]:
+    return {
+        "ours": ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8),
+        "cinn": ConditionalINN(2, 8, n_blocks=1, hidden=8),
+    }
+
+
+X, C, Z = torch.zeros(3, 2), torch.eye(8)[:3], torch.zeros(3, 2)
+# (model, call, argument): each public method with one argument to spoil; the others are good.
+CALLS = [
+    ("ours", lambda m, x: m.predict(x), "x"),
+    ("ours", lambda m, x: m.encode(x), "x"),
+    ("ours", lambda m, x: m.nll(x, C), "x"),
+    ("ours", lambda m, c: m.nll(X, c), "condition"),
+    ("ours", lambda m, x: m.log_prob(x, C), "x"),
+    ("ours", lambda m, c: m.log_prob(X, c), "condition"),
+    ("ours", lambda m, c: m.sample(c), "condition"),
+    ("ours", lambda m, z: m.sample(C, z=z), "z"),
+    ("cinn", lambda m, x: m.classify(x, torch.eye(8)), "x"),
+    ("cinn", lambda m, c: m.classify(X, c), "candidates"),
+    ("cinn", lambda m, x: m.nll(x, C), "x"),
+    ("cinn", lambda m, c: m.nll(X, c), "condition"),
+    ("cinn", lambda m, x: m.log_prob(x, C), "x"),
+    ("cinn", lambda m, c: m.log_prob(X, c), "condition"),
+    ("cinn", lambda m, c: m.sample(c), "condition"),
+    ("cinn", lambda m, z: m.sample(C, z=z), "z"),
+]
+GOOD = {"x": X, "condition": C, "candidates": torch.eye(8), "z": Z}
+# (fault, spoil a good float32 CPU tensor, what the message must say)
+FAULTS = [
+    ("shape", lambda t: t[:, :-1], r"{name} must have shape .*\(batch, {width}\), got"),
+    ("float64", lambda t: t.double(), r"{name} must be .*model's dtype torch.float32, got .*64"),
+    ("int", lambda t: t.long(), r"{name} must be a floating-point .*torch.float32, got .*int64"),
+    ("device", lambda t: torch.empty_like(t, device="meta"), r"{name} is on meta .* on cpu"),
+    ("nan", lambda t: t.index_put((torch.tensor(0),), torch.tensor(float("nan"))), "finite"),
+    ("list", lambda t: t.tolist(), r"{name} must be a torch.Tensor, got list"),
+]
+
+
+@pytest.mark.parametrize(("fault", "spoil", "match"), FAULTS, ids=[f[0] for f in FAULTS])
 @pytest.mark.parametrize(
-    "bad,match",
-    [
-        (torch.randn(4, 3), r"x must have shape \(batch, 2\)"),
-        (torch.randn(2), r"x must have shape \(batch, 2\)"),
-        (torch.ones(4, 2, dtype=torch.int64), "floating-point"),
-        (torch.tensor([[float("nan"), 0.0]]), "NaN"),
-        ([[0.0, 1.0]], "torch.Tensor"),
-    ],
+    ("model", "call", "name"), CALLS, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CALLS)]
 )
-def test_bad_input_raises_value_error_saying_what_was_expected(bad, match: str) -> None:
-    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8)
-    with pytest.raises(ValueError, match=match):
-        flow.predict(bad)
+def test_bad_input_raises_value_error_saying_what_was_expected(
+    model: str, call, name: str, fault: str, spoil, match: str
+) -> None:
+    net = _models()[model]
+    good = GOOD[name]
+    call(net, good)  # the call itself is fine: only the spoiled argument can make it fail
+    with pytest.raises(ValueError, match=match.format(name=name, width=good.shape[1])):
+        call(net, spoil(good))
 
 
-def test_condition_of_wrong_width_is_rejected() -> None:
-    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8)
-    with pytest.raises(ValueError, match=r"condition must have shape \(batch, 8\)"):
-        flow.nll(torch.randn(3, 2), torch.randn(3, 4))
-
-
-def test_input_on_another_device_is_rejected() -> None:
+def test_input_for_a_model_on_another_device_is_rejected() -> None:
     flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8).to("meta")
-    with pytest.raises(ValueError, match="is on cpu but the model is on meta"):
+    with pytest.raises(ValueError, match="x is on cpu but the model is on meta"):
         flow.predict(torch.randn(3, 2))
+
+
+def test_a_float64_model_takes_float64_input() -> None:
+    """The dtype expected is the model's, not float32 always."""
+    flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8).double()
+    assert flow.sample(torch.eye(8, dtype=torch.float64)[:3]).dtype == torch.float64
+    with pytest.raises(ValueError, match="model's dtype torch.float64, got torch.float32"):
+        flow.predict(X)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from replicate.conditional_flow import check_input, sampling_inputs
 from replicate.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalINN"]
@@ -51,30 +52,36 @@ class ConditionalINN(nn.Module):
             init_scale=init_scale,
         )
 
+    def _forward(self, x: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, log|det J|)`` of checked inputs x (B, D) and condition (B, M)."""
+        check_input(self, x, "x", self.data_dim)
+        check_input(self, condition, "condition", self.condition_dim)
+        return self.network(x, condition)
+
     def nll(self, x: Tensor, condition: Tensor) -> Tensor:
         """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped)."""
-        z, log_det = self.network(x, condition)
+        z, log_det = self._forward(x, condition)
         return 0.5 * (z**2).sum(dim=1) - log_det
 
     def log_prob(self, x: Tensor, condition: Tensor) -> Tensor:
         """Exact log p(x | c) per row, constants included."""
-        z, log_det = self.network(x, condition)
+        z, log_det = self._forward(x, condition)
         return standard_normal_log_prob(z) + log_det
 
     @torch.no_grad()
     def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
-        """Draw x ~ p(x | c): one condition (M,) with ``n`` samples, or a batch (B, M), one each."""
-        if condition.ndim == 1:
-            if n is None or n < 1:
-                raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
-            condition = condition.expand(n, -1)
-        if z is None:
-            z = torch.randn(condition.shape[0], self.data_dim, device=condition.device)
+        """Draw x ~ p(x | c): one condition (M,) with ``n`` samples, or a batch (B, M), one each.
+
+        Pass ``z`` of shape (rows, D) to fix the latent variable instead of drawing it.
+        """
+        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.data_dim)
         return self.network.inverse(z, condition)
 
     @torch.no_grad()
     def classify(self, x: Tensor, candidates: Tensor, log_prior: Tensor | None = None) -> Tensor:
         """Log posterior log p(c_k | x) over ``candidates`` (K, M) by Bayes' rule, shape (B, K)."""
+        check_input(self, x, "x", self.data_dim)
+        check_input(self, candidates, "candidates", self.condition_dim)
         scores = torch.stack(
             [self.log_prob(x, c.expand(x.shape[0], -1)) for c in candidates], dim=1
         )

@@ -25,7 +25,80 @@ from torch import Tensor, nn
 
 from replicate.flows import InvertibleNetwork, standard_normal_log_prob
 
-__all__ = ["ConditionalFlow"]
+__all__ = ["ConditionalFlow", "check_input", "sampling_inputs"]
+
+
+def check_input(
+    model: nn.Module, t: Tensor, name: str, width: int, ndims: tuple[int, ...] = (2,)
+) -> None:
+    """Raise ``ValueError`` saying what was expected unless ``t`` fits ``model``.
+
+    ``t`` must be a tensor of shape (batch, ``width``) (or (``width``,) when ``ndims`` allows 1),
+    of the model's floating-point dtype, on the model's device, and finite: a wrong input fails
+    here, naming the argument, instead of deep inside a matmul or as a NaN loss.
+    Shared by every conditional model (:class:`ConditionalFlow`, the cINN).
+
+    Example:
+        >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)
+        >>> check_input(flow, torch.zeros(5, 3), "x", 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: x must have shape (batch, 2), got (5, 3)
+    """
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim not in ndims or t.shape[-1] != width:
+        shapes = " or ".join(f"(batch, {width})" if n == 2 else f"({width},)" for n in ndims)
+        raise ValueError(f"{name} must have shape {shapes}, got {tuple(t.shape)}")
+    param = next(model.parameters())
+    if t.dtype != param.dtype:
+        raise ValueError(
+            f"{name} must be a floating-point tensor of the model's dtype {param.dtype}, "
+            f"got {t.dtype}"
+        )
+    if t.device != param.device:
+        raise ValueError(
+            f"{name} is on {t.device} but the model is on {param.device}; "
+            f"move it with .to({str(param.device)!r})"
+        )
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, but contains NaN or inf values")
+
+
+def sampling_inputs(
+    model: nn.Module,
+    condition: Tensor,
+    n: int | None,
+    z: Tensor | None,
+    condition_dim: int,
+    latent_dim: int,
+) -> tuple[Tensor, Tensor]:
+    """Checked ``(conditions, z)`` for a model's ``sample``, one row per sample.
+
+    ``condition`` is one condition (``condition_dim``,) with ``n`` >= 1 samples wanted, or a batch
+    (B, ``condition_dim``), one sample per row (``n`` then None or B). ``z`` (rows,
+    ``latent_dim``) fixes the latent variable; None draws it from N(0, I). Every tensor passes
+    :func:`check_input`.
+    """
+    check_input(model, condition, "condition", condition_dim, ndims=(1, 2))
+    if condition.ndim == 1:
+        if n is None or n < 1:
+            raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
+        condition = condition.expand(n, -1)
+    elif n is not None and n != condition.shape[0]:
+        raise ValueError(
+            f"sample: a batch of {condition.shape[0]} conditions gives one sample each; "
+            f"got n={n} (pass one condition of shape (M,) to draw n samples of it)"
+        )
+    rows = condition.shape[0]
+    if z is None:
+        return condition, torch.randn(
+            rows, latent_dim, dtype=condition.dtype, device=condition.device
+        )
+    check_input(model, z, "z", latent_dim)
+    if z.shape[0] != rows:
+        raise ValueError(f"z has {z.shape[0]} rows but there are {rows} conditions")
+    return condition, z
 
 
 class ConditionalFlow(nn.Module):
@@ -82,21 +155,6 @@ class ConditionalFlow(nn.Module):
             init_scale=init_scale,
         )
 
-    # -- input checks -------------------------------------------------------------------------
-    def _check(self, t: Tensor, name: str, width: int, ndims: tuple[int, ...] = (2,)) -> None:
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim not in ndims or t.shape[-1] != width:
-            shapes = " or ".join(f"(batch, {width})" if n == 2 else f"({width},)" for n in ndims)
-            raise ValueError(f"{name} must have shape {shapes}, got {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        param = next(self.parameters())
-        if t.device != param.device:
-            raise ValueError(f"{name} is on {t.device} but the model is on {param.device}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or inf values")
-
     def _pad(self, x: Tensor, noise: bool) -> Tensor:
         pad = x.new_zeros(x.shape[0], self.pad_dim)
         if noise and self.sigma > 0:
@@ -112,8 +170,8 @@ class ConditionalFlow(nn.Module):
 
         The padding gets fresh noise of std ``sigma``; constants are dropped (paper eq. 10).
         """
-        self._check(x, "x", self.data_dim)
-        self._check(condition, "condition", self.condition_dim)
+        check_input(self, x, "x", self.data_dim)
+        check_input(self, condition, "condition", self.condition_dim)
         y, log_det = self.network(self._pad(x, noise=True))
         z, c_hat = self._split(y)
         fit = ((c_hat - condition) ** 2).sum(dim=1) / self.eps**2
@@ -127,8 +185,8 @@ class ConditionalFlow(nn.Module):
         make the number comparable with the true p(x | c). With ``sigma == 0`` the padding is a
         point mass and the density of ``[x, 0]`` is returned as it is.
         """
-        self._check(x, "x", self.data_dim)
-        self._check(condition, "condition", self.condition_dim)
+        check_input(self, x, "x", self.data_dim)
+        check_input(self, condition, "condition", self.condition_dim)
         y, log_det = self.network(self._pad(x, noise=False))
         z, c_hat = self._split(y)
         log_p_c = standard_normal_log_prob((c_hat - condition) / self.eps)
@@ -144,13 +202,13 @@ class ConditionalFlow(nn.Module):
 
         For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
         """
-        self._check(x, "x", self.data_dim)
+        check_input(self, x, "x", self.data_dim)
         return self._split(self.network(self._pad(x, noise=False))[0])[1]
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """The dummy variable ``z`` of ``x`` (padding at zero)."""
-        self._check(x, "x", self.data_dim)
+        check_input(self, x, "x", self.data_dim)
         return self._split(self.network(self._pad(x, noise=False))[0])[0]
 
     @torch.no_grad()
@@ -161,23 +219,7 @@ class ConditionalFlow(nn.Module):
         (n, D), or a batch of shape (B, M), one sample per row, giving (B, D). Pass ``z`` of shape
         (rows, K) to fix the dummy variable instead of drawing it (the paper's Figure 5.4).
         """
-        self._check(condition, "condition", self.condition_dim, ndims=(1, 2))
-        if condition.ndim == 1:
-            if n is None or n < 1:
-                raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
-            condition = condition.expand(n, -1)
-        elif n is not None and n != condition.shape[0]:
-            raise ValueError(
-                f"sample: a batch of {condition.shape[0]} conditions gives one sample each; "
-                f"got n={n} (pass one condition of shape (M,) to draw n samples of it)"
-            )
-        rows = condition.shape[0]
-        if z is None:
-            z = torch.randn(rows, self.latent_dim, device=condition.device)
-        else:
-            self._check(z, "z", self.latent_dim)
-            if z.shape[0] != rows:
-                raise ValueError(f"z has {z.shape[0]} rows but there are {rows} conditions")
+        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.latent_dim)
         c_hat = condition + self.eps * torch.randn_like(condition)
         x_padded = self.network.inverse(torch.cat([z, c_hat], dim=1))
         return x_padded[:, : self.data_dim]
