@@ -10,14 +10,12 @@ import pytest
 import torch
 
 import replicate.autoencoder as ae_module
+import replicate.training as training_module
 from replicate.autoencoder import (
     AutoEncoder,
     encode_images,
-    epoch_permutation,
     load_autoencoder,
-    optimizer_tensors,
     reconstruction_error,
-    restore_optimizer,
     to_unit_images,
     train_autoencoder,
 )
@@ -103,28 +101,6 @@ def test_reconstruction_error_matches_a_direct_computation() -> None:
     )
 
 
-def test_epoch_permutation_depends_on_seed_and_epoch_only() -> None:
-    a = epoch_permutation(100, seed=3, epoch=7)
-    assert sorted(a.tolist()) == list(range(100))
-    assert torch.equal(a, epoch_permutation(100, seed=3, epoch=7))
-    assert not torch.equal(a, epoch_permutation(100, seed=4, epoch=7))
-
-
-def test_optimizer_state_round_trips_through_flat_tensors() -> None:
-    p = torch.nn.Parameter(torch.randn(3))
-    q = torch.nn.Parameter(torch.randn(2, 2))
-    opt = torch.optim.Adam([p, q], lr=0.1)
-    for _ in range(3):
-        opt.zero_grad()
-        ((p**2).sum() + (q**3).sum()).backward()
-        opt.step()
-    fresh = torch.optim.Adam([p, q], lr=0.1)
-    restore_optimizer(fresh, optimizer_tensors(opt))
-    for i in (0, 1):
-        for key in ("exp_avg", "exp_avg_sq", "step"):
-            assert torch.equal(fresh.state[[p, q][i]][key], opt.state[[p, q][i]][key])
-
-
 def test_save_load_round_trip_and_config_check(tmp_path: Path) -> None:
     images = _images(6)
     cfg = {"latent_dim": 5, "epochs": 1, "batch_size": 3, "lr": 1e-3}
@@ -152,7 +128,7 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(
     reference, ref_summary = train_autoencoder(images, cfg, seed=1, progress_every=0)
 
     ckpt = tmp_path / "last.safetensors"
-    real_save = ae_module.save_checkpoint
+    real_save = training_module.save_checkpoint
     calls = {"n": 0}
 
     def save_then_die(*args, **kwargs):
@@ -161,10 +137,10 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(
         if calls["n"] == 1:  # the job is killed right after epoch 1's checkpoint
             raise _Killed
 
-    monkeypatch.setattr(ae_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt, progress_every=0)
-    monkeypatch.setattr(ae_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     resumed, summary = train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt)
 
     assert summary["resumed_after_epoch"] == 1
@@ -176,12 +152,25 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(
         assert torch.equal(a, b), name
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
+def test_checkpoint_of_another_configuration_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = _images(8)
     ckpt = tmp_path / "last.safetensors"
-    cfg = {"latent_dim": 3, "epochs": 1, "batch_size": 4, "lr": 1e-3}
-    train_autoencoder(images, cfg, seed=0, checkpoint_path=ckpt, progress_every=0)
+    cfg = {"latent_dim": 3, "epochs": 2, "batch_size": 4, "lr": 1e-3}
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise _Killed
+
+    real_save = training_module.save_checkpoint
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_autoencoder(images, cfg, seed=0, checkpoint_path=ckpt, progress_every=0)
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
+    assert ckpt.exists()
     _, summary = train_autoencoder(
         images, {**cfg, "lr": 2e-3}, seed=0, checkpoint_path=ckpt, progress_every=0
     )
     assert summary["resumed_after_epoch"] == 0
+    assert not ckpt.exists(), "a finished run leaves no resume checkpoint behind"

@@ -230,3 +230,57 @@ def test_config_checks_name_the_key(edit, key: str) -> None:
     edit(config["gmm"])
     with pytest.raises(ConfigError, match=key):
         check_config(config)
+
+
+# -- resumption -----------------------------------------------------------------------------------
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["ours", "inn_full"])
+def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    import replicate.training as training_module
+    from replicate.gmm_experiment import RESUME_EVERY
+
+    cfg = tiny_config(iterations=2 * RESUME_EVERY + 10, hidden=8)
+    settings = training_settings(cfg, name)
+
+    def run(directory: Path) -> dict:
+        directory.mkdir(exist_ok=True)
+        return train_gmm_model(
+            name,
+            settings,
+            "all",
+            0,
+            "cpu",
+            directory / "m.safetensors",
+            directory / "m.json",
+            history_path=directory / "h.csv",
+            resume_path=directory / "resume.safetensors",
+            progress_every=0,
+        )
+
+    run(tmp_path / "whole")
+    real_save = training_module.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise _Killed  # SIGKILL right after the first resume checkpoint
+
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "m.json").exists(), "no output before training finished"
+    status = run(tmp_path / "killed")
+
+    assert status["resumed_at_iteration"] == RESUME_EVERY
+    assert status["iterations_done"] == cfg["iterations"]
+    whole = load_file(tmp_path / "whole" / "m.safetensors")
+    resumed = load_file(tmp_path / "killed" / "m.safetensors")
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
+    assert (tmp_path / "whole" / "h.csv").read_text() == (tmp_path / "killed" / "h.csv").read_text()
+    assert not (tmp_path / "killed" / "resume.safetensors").exists()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import replicate.latent as latent_module
+import replicate.training as training_module
 from replicate.autoencoder import AutoEncoder
 from replicate.latent import (
     LatentFlow,
@@ -152,7 +153,7 @@ def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(
     cfg = {**FLOW_CFG, "epochs": 3}
     reference, ref_summary = train_latent_flow(u, y, cfg, seed=2, progress_every=0)
     ckpt = tmp_path / "last.safetensors"
-    real_save = latent_module.save_checkpoint
+    real_save = training_module.save_checkpoint
     calls = {"n": 0}
 
     def save_then_die(*args, **kwargs):
@@ -161,10 +162,10 @@ def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(
         if calls["n"] == 2:  # killed after epoch 2's checkpoint
             raise _Killed
 
-    monkeypatch.setattr(latent_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         train_latent_flow(u, y, cfg, seed=2, checkpoint_path=ckpt, progress_every=0)
-    monkeypatch.setattr(latent_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     resumed, summary = train_latent_flow(u, y, cfg, seed=2, checkpoint_path=ckpt)
     assert summary["resumed_after_epoch"] == 2
     assert summary["epoch_loss"] == ref_summary["epoch_loss"]

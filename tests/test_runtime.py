@@ -100,29 +100,3 @@ def test_fit_clamps_gradients_elementwise() -> None:
         progress_every=0,
     )
     torch.testing.assert_close(w.detach(), torch.tensor([-15.0, 0.5]))
-
-
-def test_resumed_fit_gives_the_same_weights_as_an_uninterrupted_one(tmp_path) -> None:
-    def run(stop_at: int | None) -> torch.Tensor:
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 1)
-        opt = make_optimizer(model.parameters(), lr=0.05)
-        data = torch.randn(20, 8, 3, generator=torch.Generator().manual_seed(1))
-
-        def step(i: int) -> dict[str, torch.Tensor]:
-            return {"loss": (model(data[i]) ** 2).mean()}
-
-        ckpt = tmp_path / "ckpt.pt"
-        if stop_at is not None:
-            fit(step, opt, stop_at, progress_every=0)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, ckpt)
-            state = torch.load(ckpt, weights_only=True)
-            model.load_state_dict(state["model"])
-            opt = make_optimizer(model.parameters(), lr=0.05)
-            opt.load_state_dict(state["opt"])
-            fit(step, opt, 20, start=stop_at, progress_every=0)
-        else:
-            fit(step, opt, 20, progress_every=0)
-        return model.weight.detach().clone()
-
-    assert torch.equal(run(None), run(7))

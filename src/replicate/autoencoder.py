@@ -27,29 +27,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.runtime import (
-    CheckpointMismatch,
-    load_checkpoint,
-    save_checkpoint,
-    write_json,
-)
-from replicate.training import fit, make_optimizer
+from replicate.runtime import load_checkpoint, save_checkpoint, write_json
+from replicate.training import EpochBatches, Resume, fit, make_optimizer
 
 __all__ = [
     "AutoEncoder",
     "encode_images",
-    "epoch_permutation",
     "load_autoencoder",
-    "optimizer_tensors",
     "reconstruction_error",
-    "restore_optimizer",
     "to_unit_images",
     "train_autoencoder",
 ]
@@ -137,61 +128,6 @@ def to_unit_images(images: np.ndarray | Tensor) -> Tensor:
     if t.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 (0..255), got {t.dtype}")
     return (t.float() / 255.0).unsqueeze(1)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    """The order of the ``n`` training rows in ``epoch``: a function of ``(seed, epoch)`` alone.
-
-    Drawing it from its own generator (not from a stream that runs through the whole training)
-    is what lets a resumed run see exactly the batches an uninterrupted run would.
-
-    Example:
-        >>> bool((epoch_permutation(5, 0, 3) == epoch_permutation(5, 0, 3)).all())
-        True
-        >>> bool((epoch_permutation(50, 0, 3) == epoch_permutation(50, 0, 4)).all())
-        False
-    """
-    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=generator)
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    """The optimiser's state as flat named tensors, for a safetensors checkpoint (no pickle).
-
-    Example:
-        >>> p = torch.nn.Parameter(torch.ones(2))
-        >>> opt = torch.optim.Adam([p])
-        >>> p.sum().backward(); opt.step()
-        >>> sorted(optimizer_tensors(opt))
-        ['optimizer.0.exp_avg', 'optimizer.0.exp_avg_sq', 'optimizer.0.step']
-    """
-    state = optimizer.state_dict()["state"]
-    out: dict[str, Tensor] = {}
-    for index, entries in state.items():
-        for key, value in entries.items():
-            out[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
-    return out
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor]) -> None:
-    """Load what :func:`optimizer_tensors` saved back into ``optimizer`` (same parameters).
-
-    Example:
-        >>> p = torch.nn.Parameter(torch.ones(2))
-        >>> opt = torch.optim.Adam([p]); p.sum().backward(); opt.step()
-        >>> opt2 = torch.optim.Adam([p]); restore_optimizer(opt2, optimizer_tensors(opt))
-        >>> float(opt2.state_dict()["state"][0]["step"])
-        1.0
-    """
-    state_dict = optimizer.state_dict()
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        if not name.startswith("optimizer."):
-            continue
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value.clone()
-    state_dict["state"] = state
-    optimizer.load_state_dict(state_dict)
 
 
 def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
@@ -287,9 +223,9 @@ def train_autoencoder(
         images: the training images.
         config: the ``latent.autoencoder`` section (``latent_dim, epochs, batch_size, lr``).
         seed: seeds the initialisation and every epoch's shuffling.
-        checkpoint_path: if given, the state is saved there after every epoch, and a run finding
-            a checkpoint of the same configuration resumes from it (a checkpoint of another
-            configuration is ignored, with a warning, and overwritten).
+        checkpoint_path: if given, the state is saved there after every epoch and deleted at the
+            end; a run finding a checkpoint of the same configuration resumes from it (one of
+            another configuration is ignored, with a warning, and overwritten).
         device: where to train.
         progress_every: a progress line every this many iterations (0: none).
 
@@ -307,87 +243,47 @@ def train_autoencoder(
     """
     device = torch.device(device)
     n = len(images)
-    batch_size = int(config["batch_size"])
     epochs = int(config["epochs"])
     # Keep the last, partial batch only if it has >1 row: BatchNorm cannot train on one row.
-    batches_per_epoch = n // batch_size + (1 if n % batch_size > 1 else 0)
-    if batches_per_epoch < 1:
-        raise ValueError(f"need at least 2 training images, got {n}")
-    total = epochs * batches_per_epoch
-
+    batches = EpochBatches(n, int(config["batch_size"]), seed, min_last_batch=2)
     torch.manual_seed(seed)
     model = AutoEncoder(int(config["latent_dim"])).to(device)
     optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
     metadata = {
         **_metadata(config),
         "epochs": epochs,
-        "batch_size": batch_size,
+        "batch_size": int(config["batch_size"]),
         "lr": float(config["lr"]),
         "seed": int(seed),
         "n_train": n,
     }
-    epoch_loss: list[float] = []
-    start_epoch = 0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        try:
-            tensors = load_checkpoint(checkpoint_path, metadata, device)
-        except (CheckpointMismatch, ValueError) as exc:
-            log.warning("not resuming from %s: %s", checkpoint_path, exc)
-        else:
-            _restore_model(model, tensors)
-            restore_optimizer(optimizer, tensors)
-            epoch_loss = tensors["epoch_loss"].tolist()
-            start_epoch = len(epoch_loss)
-            log.info("resuming auto-encoder training after epoch %d/%d", start_epoch, epochs)
-
     data = to_unit_images(images)  # CPU; batches move to the device one at a time
-    running: list[float] = []
-    order: dict[int, Tensor] = {}
 
     def step(i: int) -> dict[str, Tensor]:
-        epoch, b = divmod(i, batches_per_epoch)
-        if epoch not in order:
-            order.clear()
-            order[epoch] = epoch_permutation(n, seed, epoch)
-        idx = order[epoch][b * batch_size : (b + 1) * batch_size]
-        batch = data[idx].to(device)
+        batch = data[batches(i)].to(device)
         model.train()
-        loss = torch.mean((model(batch) - batch) ** 2)
-        running.append(float(loss.detach()))
-        return {"loss": loss}
-
-    def on_checkpoint(done: int) -> None:
-        epoch_loss.append(float(np.mean(running)))
-        running.clear()
-        log.info("epoch %d/%d mean loss %.5f", len(epoch_loss), epochs, epoch_loss[-1])
-        if checkpoint_path is not None:
-            tensors = {
-                **_model_tensors(model),
-                **optimizer_tensors(optimizer),
-                "epoch_loss": torch.tensor(epoch_loss, dtype=torch.float64),
-            }
-            save_checkpoint(checkpoint_path, tensors, metadata)
+        return {"loss": torch.mean((model(batch) - batch) ** 2)}
 
     begin = time.perf_counter()
     result = fit(
         step,
         optimizer,
-        total,
-        start=start_epoch * batches_per_epoch,
+        epochs * batches.per_epoch,
         progress_every=progress_every,
         what="auto-encoder iteration",
-        checkpoint_every=batches_per_epoch,
-        on_checkpoint=on_checkpoint,
+        segment=batches.per_epoch,
+        seed=seed,
+        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
     )
     summary = {
-        "epoch_loss": epoch_loss,
+        "epoch_loss": result.segment_means(batches.per_epoch),
         "epochs": epochs,
-        "resumed_after_epoch": start_epoch,
+        "resumed_after_epoch": result.resumed_at // batches.per_epoch,
         "iterations_run": result.iterations,
         "seconds": time.perf_counter() - begin,
         "seconds_per_iteration": result.seconds_per_iteration,
-        "seconds_per_epoch": result.seconds_per_iteration * batches_per_epoch,
-        "batches_per_epoch": batches_per_epoch,
+        "seconds_per_epoch": result.seconds_per_iteration * batches.per_epoch,
+        "batches_per_epoch": batches.per_epoch,
     }
     return model.eval(), summary
 

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from replicate.runtime import (
     seed_everything,
     write_json,
 )
-from replicate.training import fit, make_optimizer
+from replicate.training import FitResult, Resume, fit, make_optimizer
 
 __all__ = [
     "MODEL_NAMES",
@@ -66,6 +65,8 @@ log = logging.getLogger("replicate")
 
 MODEL_NAMES: tuple[str, ...] = ("ours", "inn_full", "inn_forward_only", "inn_altered_ramp", "cinn")
 _INN_PREFIX = "inn_"
+# Iterations between resume checkpoints: at the paper's size about a minute of CPU time.
+RESUME_EVERY = 50
 
 
 def model_names(gmm_config: Mapping[str, Any]) -> list[str]:
@@ -199,6 +200,7 @@ def train_gmm_model(
     status_path: str | os.PathLike,
     *,
     history_path: str | os.PathLike | None = None,
+    resume_path: str | os.PathLike | None = None,
     threads: int | None = None,
     progress_every: int = 25,
 ) -> dict[str, Any]:
@@ -206,8 +208,10 @@ def train_gmm_model(
 
     A fixed training set of ``n_train`` points is drawn from ``seed``; iteration ``i`` draws its
     batch of ``batch_size`` rows from a generator seeded by ``(seed, i)``, and the model's own noise
-    comes from the global generator seeded by ``seed``, so the same seed gives the same weights on
-    the CPU. A divergence (NaN/inf loss) does not raise: the status says ``diverged: true`` with
+    comes from the global generator reseeded from ``(seed, segment)`` every
+    :data:`RESUME_EVERY` iterations, so the same seed gives the same weights on the CPU, whether
+    or not the run was killed and resumed from ``resume_path`` (saved every segment). A
+    divergence (NaN/inf loss) does not raise: the status says ``diverged: true`` with
     the iteration and the loss terms, and the last finite weights are still saved, so that the
     workflow goes on and the evaluation reports the run as diverged.
 
@@ -227,14 +231,11 @@ def train_gmm_model(
     opt_cfg = gmm_config[section]["optimizer"]
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
     batch_size, n_train = gmm_config["batch_size"], gmm_config["n_train"]
-    history: list[dict[str, float]] = []
 
     def step(i: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)
         idx = torch.randint(n_train, (batch_size,), generator=g).to(dev)
-        terms = _loss_terms(model, x_train[idx], c_train[idx], i)
-        history.append({"iteration": i, **{k: float(v.detach()) for k, v in terms.items()}})
-        return terms
+        return _loss_terms(model, x_train[idx], c_train[idx], i)
 
     log.info(
         "training %s on label map '%s', seed %d, device %s, %d iterations at batch %d, "
@@ -248,21 +249,26 @@ def train_gmm_model(
         sum(p.numel() for p in model.parameters()),
     )
     model.train()
-    begin = time.perf_counter()
+    result = FitResult()
     diverged, message = False, "finished"
     try:
-        result = fit(
+        fit(
             step,
             optimizer,
             gmm_config["iterations"],
             grad_clip=opt_cfg.get("grad_clip"),
             progress_every=progress_every,
+            segment=RESUME_EVERY,
+            segment_name="iterations block",
+            seed=seed,
+            resume=Resume(resume_path, model, metadata) if resume_path else None,
+            result=result,
         )
-        done, seconds = result.iterations, result.seconds
     except TrainingDiverged as exc:
         diverged, message = True, str(exc)
-        done, seconds = exc.iteration, time.perf_counter() - begin
         log.error("%s: %s", name, message)
+    history = [{"iteration": i, **terms} for i, terms in enumerate(result.history)]
+    done, seconds = len(history), result.seconds
     final = {k: v for k, v in history[-1].items() if k != "iteration"} if history else {}
     status = {
         "model": name,
@@ -274,7 +280,8 @@ def train_gmm_model(
         "iterations_done": done,
         "iterations": gmm_config["iterations"],
         "seconds": seconds,
-        "seconds_per_iteration": seconds / max(len(history), 1),
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "resumed_at_iteration": result.resumed_at,
         "final_terms": final,
         "config_hash": _config_hash(metadata),
         "torch_threads": torch.get_num_threads(),

@@ -30,15 +30,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from replicate.autoencoder import (
-    AutoEncoder,
-    epoch_permutation,
-    optimizer_tensors,
-    restore_optimizer,
-)
+from replicate.autoencoder import AutoEncoder
 from replicate.conditional_flow import ConditionalFlow
-from replicate.runtime import CheckpointMismatch, atomic_path, load_checkpoint, save_checkpoint
-from replicate.training import fit, make_optimizer
+from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint
+from replicate.training import EpochBatches, Resume, fit, make_optimizer
 
 __all__ = [
     "PAPER_ACCURACY",
@@ -227,7 +222,7 @@ def train_latent_flow(
 
     The noise on the padding is drawn from the global generator, reseeded from ``(seed, epoch)``
     at the start of every epoch, and the shuffling comes from
-    :func:`replicate.autoencoder.epoch_permutation`; so a run resumed from the per-epoch
+    :func:`replicate.training.epoch_permutation`; so a run resumed from the per-epoch
     checkpoint gives the numbers of an uninterrupted one.
 
     Args:
@@ -254,9 +249,8 @@ def train_latent_flow(
     if u.ndim != 2 or len(u) != len(y):
         raise ValueError(f"train_u (N, d) and train_y (N,) disagree: {u.shape} vs {y.shape}")
     n, latent_dim = u.shape
-    batch_size, epochs = int(config["batch_size"]), int(config["epochs"])
-    batches_per_epoch = -(-n // batch_size)
-    total = epochs * batches_per_epoch
+    epochs = int(config["epochs"])
+    batches = EpochBatches(n, int(config["batch_size"]), seed, device=device)
 
     torch.manual_seed(seed)
     model = LatentFlow(**_flow_kwargs(config, latent_dim), permutation_seed=seed).to(device)
@@ -265,67 +259,33 @@ def train_latent_flow(
     metadata = {
         **_flow_metadata(config, latent_dim, seed),
         "epochs": epochs,
-        "batch_size": batch_size,
+        "batch_size": int(config["batch_size"]),
         "lr": float(config["lr"]),
         "n_train": n,
     }
-    epoch_loss: list[float] = []
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        try:
-            tensors = load_checkpoint(checkpoint_path, metadata, device)
-        except (CheckpointMismatch, ValueError) as exc:
-            log.warning("not resuming from %s: %s", checkpoint_path, exc)
-        else:
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            restore_optimizer(optimizer, tensors)
-            epoch_loss = tensors["epoch_loss"].tolist()
-            log.info("resuming latent flow training after epoch %d/%d", len(epoch_loss), epochs)
-    start_epoch = len(epoch_loss)
-
     u, y = u.to(device), y.to(device)
-    running: list[float] = []
-    order: dict[int, Tensor] = {}
 
     def step(i: int) -> dict[str, Tensor]:
-        epoch, b = divmod(i, batches_per_epoch)
-        if epoch not in order:
-            order.clear()
-            order[epoch] = epoch_permutation(n, seed, epoch).to(device)
-            torch.manual_seed(int(seed) * 1_000_003 + int(epoch))  # this epoch's padding noise
-        idx = order[epoch][b * batch_size : (b + 1) * batch_size]
-        loss = model.nll(u[idx], y[idx]).mean()
-        running.append(float(loss.detach()))
-        return {"loss": loss}
-
-    def on_checkpoint(done: int) -> None:
-        epoch_loss.append(float(np.mean(running)))
-        running.clear()
-        log.info("epoch %d/%d mean NLL %.4f", len(epoch_loss), epochs, epoch_loss[-1])
-        if checkpoint_path is not None:
-            tensors = {
-                **{f"model.{k}": v for k, v in model.state_dict().items()},
-                **optimizer_tensors(optimizer),
-                "epoch_loss": torch.tensor(epoch_loss, dtype=torch.float64),
-            }
-            save_checkpoint(checkpoint_path, tensors, metadata)
+        idx = batches(i)
+        return {"loss": model.nll(u[idx], y[idx]).mean()}
 
     begin = time.perf_counter()
     result = fit(
         step,
         optimizer,
-        total,
-        start=start_epoch * batches_per_epoch,
+        epochs * batches.per_epoch,
         progress_every=progress_every,
         what="latent flow iteration",
-        checkpoint_every=batches_per_epoch,
-        on_checkpoint=on_checkpoint,
+        segment=batches.per_epoch,
+        seed=seed,  # each epoch's padding noise comes from (seed, epoch)
+        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
     )
     summary = {
-        "epoch_loss": epoch_loss,
-        "resumed_after_epoch": start_epoch,
+        "epoch_loss": result.segment_means(batches.per_epoch),
+        "resumed_after_epoch": result.resumed_at // batches.per_epoch,
         "seconds": time.perf_counter() - begin,
         "seconds_per_iteration": result.seconds_per_iteration,
-        "batches_per_epoch": batches_per_epoch,
+        "batches_per_epoch": batches.per_epoch,
     }
     return model.eval(), summary
 

@@ -36,10 +36,10 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
-from replicate.autoencoder import epoch_permutation, to_unit_images
+from replicate.autoencoder import to_unit_images
 from replicate.cinn import ConditionalINN
 from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint, write_json
-from replicate.training import fit, make_optimizer
+from replicate.training import EpochBatches, fit, make_optimizer
 
 __all__ = [
     "CHANCE_ACCURACY",
@@ -149,47 +149,33 @@ def train_classifier(
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"images ({len(x)}) and labels ({len(y)}) disagree or are empty")
-    n = len(x)
-    batch_size, epochs = int(config["batch_size"]), int(config["epochs"])
-    batches_per_epoch = -(-n // batch_size)
+    epochs = int(config["epochs"])
+    batches = EpochBatches(len(x), int(config["batch_size"]), seed, device=device)
     torch.manual_seed(seed)
     model = ImageClassifier().to(device)
     optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
     loss_fn = nn.CrossEntropyLoss()
-    running: list[float] = []
-    epoch_loss: list[float] = []
-    order: dict[int, Tensor] = {}
 
     def step(i: int) -> dict[str, Tensor]:
-        epoch, b = divmod(i, batches_per_epoch)
-        if epoch not in order:
-            order.clear()
-            order[epoch] = epoch_permutation(n, seed, epoch).to(device)
-        idx = order[epoch][b * batch_size : (b + 1) * batch_size]
-        loss = loss_fn(model(x[idx]), y[idx])
-        running.append(float(loss.detach()))
-        return {"loss": loss}
-
-    def end_of_epoch(done: int) -> None:
-        epoch_loss.append(float(np.mean(running)))
-        running.clear()
-        log.info("classifier epoch %d/%d mean loss %.4f", len(epoch_loss), epochs, epoch_loss[-1])
+        idx = batches(i)
+        return {"loss": loss_fn(model(x[idx]), y[idx])}
 
     model.train()
     result = fit(
         step,
         optimizer,
-        epochs * batches_per_epoch,
+        epochs * batches.per_epoch,
         progress_every=progress_every,
         what="classifier iteration",
-        checkpoint_every=batches_per_epoch,
-        on_checkpoint=end_of_epoch,
+        segment=batches.per_epoch,
+        segment_name="classifier epoch",
+        seed=seed,
     )
     summary = {
-        "epoch_loss": epoch_loss,
+        "epoch_loss": result.segment_means(batches.per_epoch),
         "seconds": result.seconds,
         "seconds_per_iteration": result.seconds_per_iteration,
-        "n_train": n,
+        "n_train": len(x),
     }
     return model.eval(), summary
 
@@ -551,47 +537,33 @@ def train_latent_cinn(
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64)).to(device)
     if u.ndim != 2 or len(u) != len(y) or len(u) == 0:
         raise ValueError(f"train_u (N, d) and train_y (N,) disagree: {u.shape} vs {y.shape}")
-    n, latent_dim = u.shape
-    batch_size = int(flow_config["batch_size"])
-    batches_per_epoch = -(-n // batch_size)
+    latent_dim = u.shape[1]
+    batches = EpochBatches(len(u), int(flow_config["batch_size"]), seed, device=device)
     torch.manual_seed(seed)
     model = LatentCINN(**_cinn_kwargs(flow_config, latent_dim), permutation_seed=seed).to(device)
     model.set_statistics(u, y)
     optimizer = make_optimizer(model.parameters(), lr=float(flow_config["lr"]))
-    running: list[float] = []
-    epoch_loss: list[float] = []
-    order: dict[int, Tensor] = {}
 
     def step(i: int) -> dict[str, Tensor]:
-        epoch, b = divmod(i, batches_per_epoch)
-        if epoch not in order:
-            order.clear()
-            order[epoch] = epoch_permutation(n, seed, epoch).to(device)
-        idx = order[epoch][b * batch_size : (b + 1) * batch_size]
-        loss = model.nll(u[idx], y[idx]).mean()
-        running.append(float(loss.detach()))
-        return {"loss": loss}
-
-    def end_of_epoch(done: int) -> None:
-        epoch_loss.append(float(np.mean(running)))
-        running.clear()
-        log.info("cINN epoch %d/%d mean NLL %.4f", len(epoch_loss), epochs, epoch_loss[-1])
+        idx = batches(i)
+        return {"loss": model.nll(u[idx], y[idx]).mean()}
 
     model.train()
     result = fit(
         step,
         optimizer,
-        int(epochs) * batches_per_epoch,
+        int(epochs) * batches.per_epoch,
         progress_every=progress_every,
         what="cINN iteration",
-        checkpoint_every=batches_per_epoch,
-        on_checkpoint=end_of_epoch,
+        segment=batches.per_epoch,
+        segment_name="cINN epoch",
+        seed=seed,
     )
     summary = {
-        "epoch_loss": epoch_loss,
+        "epoch_loss": result.segment_means(batches.per_epoch),
         "seconds": result.seconds,
         "seconds_per_iteration": result.seconds_per_iteration,
-        "batches_per_epoch": batches_per_epoch,
+        "batches_per_epoch": batches.per_epoch,
     }
     return model.eval(), summary
 

@@ -1,5 +1,6 @@
 """One training loop for every model: Adam, optional gradient clamp, divergence checks, progress
-lines, timing and resumable checkpoints.
+lines, timing, and checkpoints from which a killed run resumes with the numbers of an
+uninterrupted one.
 
 A model supplies ``step(iteration) -> {"loss": total, other terms...}``; the loop back-propagates
 ``"loss"``, logs every term, and stops with :class:`replicate.runtime.TrainingDiverged` (iteration
@@ -10,22 +11,45 @@ Example:
     >>> w = torch.nn.Parameter(torch.tensor([3.0]))
     >>> opt = make_optimizer([w], lr=0.1)
     >>> result = fit(lambda i: {"loss": (w**2).sum()}, opt, iterations=50, progress_every=0)
-    >>> abs(float(w)) < 1.0
+    >>> abs(float(w.detach())) < 1.0
     True
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from replicate.runtime import ProgressLog, check_finite
+from replicate.runtime import (
+    CheckpointMismatch,
+    ProgressLog,
+    check_finite,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-__all__ = ["FitResult", "fit", "make_optimizer"]
+__all__ = [
+    "EpochBatches",
+    "FitResult",
+    "Resume",
+    "epoch_permutation",
+    "fit",
+    "make_optimizer",
+    "optimizer_tensors",
+    "restore_optimizer",
+    "segment_seed",
+]
+
+log = logging.getLogger("replicate")
 
 
 def make_optimizer(
@@ -48,17 +72,188 @@ def make_optimizer(
     )
 
 
+def segment_seed(seed: int, segment: int) -> int:
+    """The seed of one segment (epoch) of a run: a function of ``(seed, segment)`` alone.
+
+    Drawing each segment's randomness from its own seed, not from one stream through the whole
+    run, is what lets a resumed run see exactly the numbers an uninterrupted run would.
+
+    Example:
+        >>> segment_seed(0, 3) != segment_seed(1, 3) and segment_seed(0, 3) != segment_seed(0, 4)
+        True
+    """
+    return int(seed) * 1_000_003 + int(segment)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of the ``n`` training rows in ``epoch``: a function of ``(seed, epoch)`` alone.
+
+    Example:
+        >>> bool((epoch_permutation(5, 0, 3) == epoch_permutation(5, 0, 3)).all())
+        True
+        >>> bool((epoch_permutation(50, 0, 3) == epoch_permutation(50, 0, 4)).all())
+        False
+    """
+    return torch.randperm(n, generator=torch.Generator().manual_seed(segment_seed(seed, epoch)))
+
+
+class EpochBatches:
+    """The row indices of every iteration of an epoch-based run over ``n`` rows.
+
+    Each epoch visits the rows in the order :func:`epoch_permutation` gives, in batches of
+    ``batch_size``; a last, partial batch is kept only when it has at least ``min_last_batch``
+    rows (BatchNorm cannot train on a batch of one).
+
+    Example:
+        >>> batches = EpochBatches(n=10, batch_size=4, seed=0)
+        >>> batches.per_epoch, [len(batches(i)) for i in range(3)]
+        (3, [4, 4, 2])
+        >>> sorted(torch.cat([batches(i) for i in range(3)]).tolist()) == list(range(10))
+        True
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        min_last_batch: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        remainder = n % batch_size
+        self.per_epoch = n // batch_size + (1 if remainder >= min_last_batch > 0 else 0)
+        if self.per_epoch < 1:
+            raise ValueError(f"{n} rows give no batch of {batch_size} (at least {min_last_batch})")
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, iteration: int) -> Tensor:
+        epoch, b = divmod(iteration, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = epoch_permutation(self.n, self.seed, epoch).to(self.device)
+        return self._order[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The optimiser's state as flat named tensors, for a safetensors checkpoint (no pickle).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p])
+        >>> p.sum().backward(); opt.step()
+        >>> sorted(optimizer_tensors(opt))
+        ['optimizer.0.exp_avg', 'optimizer.0.exp_avg_sq', 'optimizer.0.step']
+    """
+    out: dict[str, Tensor] = {}
+    for index, entries in optimizer.state_dict()["state"].items():
+        for key, value in entries.items():
+            out[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor]) -> None:
+    """Load what :func:`optimizer_tensors` saved back into ``optimizer`` (same parameters).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p]); p.sum().backward(); opt.step()
+        >>> opt2 = torch.optim.Adam([p]); restore_optimizer(opt2, optimizer_tensors(opt))
+        >>> float(opt2.state_dict()["state"][0]["step"])
+        1.0
+    """
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value.clone()
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run keeps its resume checkpoint, and under which configuration.
+
+    The checkpoint holds the model, the optimiser state and the loss history; it is written
+    atomically at the end of every segment and deleted when the run finishes. A checkpoint
+    written under other ``metadata`` (another configuration) is ignored with a warning.
+    """
+
+    path: str | os.PathLike
+    model: nn.Module
+    metadata: Mapping[str, Any]
+
+
 @dataclass
 class FitResult:
-    """What a run of :func:`fit` measured: per-iteration loss terms and wall-clock timing."""
+    """What a run of :func:`fit` measured: per-iteration loss terms and wall-clock timing.
+
+    ``history`` covers the whole run, including iterations restored from a checkpoint;
+    ``seconds`` and ``iterations`` only what this call ran.
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     iterations: int = 0
+    resumed_at: int = 0
 
     @property
     def seconds_per_iteration(self) -> float:
         return self.seconds / max(self.iterations, 1)
+
+    def segment_means(self, segment: int, term: str = "loss") -> list[float]:
+        """Mean of ``term`` over each complete segment of ``segment`` iterations (per epoch).
+
+        Example:
+            >>> FitResult(history=[{"loss": v} for v in (1.0, 3.0, 5.0)]).segment_means(2)
+            [2.0]
+        """
+        values = [h[term] for h in self.history]
+        whole = len(values) // segment * segment
+        return np.asarray(values[:whole]).reshape(-1, segment).mean(1).tolist() if whole else []
+
+
+def _restore(resume: Resume, optimizer: torch.optim.Optimizer) -> list[dict[str, float]]:
+    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history."""
+    path = Path(resume.path)
+    if not path.exists():
+        return []
+    device = next(resume.model.parameters()).device
+    try:
+        tensors = load_checkpoint(path, resume.metadata, device)
+    except (CheckpointMismatch, ValueError) as exc:
+        log.warning("not resuming from %s: %s", path, exc)
+        return []
+    # Named "history.<position>.<term>": safetensors sorts names, the history keeps step's order.
+    columns = sorted(
+        (int(k.split(".")[1]), k.split(".", 2)[2], v.tolist())
+        for k, v in tensors.items()
+        if k.startswith("history.")
+    )
+    terms = {name: values for _, name, values in columns}
+    if not terms:
+        log.warning("not resuming from %s: it holds no loss history", path)
+        return []
+    prefix = "model."
+    resume.model.load_state_dict(
+        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    )
+    restore_optimizer(optimizer, tensors)
+    length = len(next(iter(terms.values())))
+    return [{name: values[i] for name, values in terms.items()} for i in range(length)]
+
+
+def _save(resume: Resume, optimizer: torch.optim.Optimizer, history: list[dict[str, float]]):
+    model = {f"model.{k}": v for k, v in resume.model.state_dict().items()}
+    losses = {
+        f"history.{position}.{name}": torch.tensor([h[name] for h in history], dtype=torch.float64)
+        for position, name in enumerate(history[0])
+    }
+    save_checkpoint(
+        resume.path, {**model, **optimizer_tensors(optimizer), **losses}, resume.metadata
+    )
 
 
 def fit(
@@ -66,42 +261,89 @@ def fit(
     optimizer: torch.optim.Optimizer,
     iterations: int,
     *,
-    start: int = 0,
     grad_clip: float | None = None,
     progress_every: int = 50,
     what: str = "iteration",
-    checkpoint_every: int = 0,
-    on_checkpoint: Callable[[int], None] | None = None,
+    segment: int = 0,
+    segment_name: str = "epoch",
+    seed: int | None = None,
+    resume: Resume | None = None,
+    result: FitResult | None = None,
 ) -> FitResult:
-    """Run ``step`` for iterations ``start .. iterations-1`` and optimise its ``"loss"``.
+    """Run ``step`` for ``iterations`` iterations and optimise its ``"loss"``.
 
     Args:
         step: called with the iteration index; returns the loss terms, ``"loss"`` being the total.
         optimizer: steps every parameter that ``"loss"`` depends on.
-        iterations: total number of iterations of the whole run (not of this call).
-        start: first iteration, > 0 when resuming from a checkpoint.
+        iterations: total number of iterations of the whole run.
         grad_clip: clamp each gradient element to +-grad_clip (the INN reference code's 15).
         progress_every: log a progress line every this many iterations; 0 for silence.
-        checkpoint_every, on_checkpoint: call ``on_checkpoint(i + 1)`` after every
-            ``checkpoint_every`` iterations, so a killed run can resume at ``i + 1``.
+        what: the name of an iteration in the progress lines.
+        segment: iterations per segment (an epoch, or a block of iterations); 0 for one segment.
+            The mean loss of every segment is logged, and ``resume`` is saved after each.
+        segment_name: the name of a segment in the log.
+        seed: if given, the global generator is reseeded with :func:`segment_seed` at the start
+            of every segment, so that the model's own noise does not depend on where a run
+            resumed.
+        resume: the run's resume checkpoint (saved every segment, resumed from at the start,
+            deleted at the end), or None for a run that starts over when killed.
+        result: filled in place and returned, so that a caller catching
+            :class:`replicate.runtime.TrainingDiverged` still sees the iterations done.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> w = torch.nn.Parameter(torch.tensor([3.0]))
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.safetensors"
+        >>> ckpt = Resume(path, torch.nn.ParameterList([w]), metadata={})
+        >>> r = fit(lambda i: {"loss": (w**2).sum()}, make_optimizer([w], lr=0.1), 20,
+        ...         segment=5, seed=0, resume=ckpt, progress_every=0)
+        >>> len(r.history), len(r.segment_means(5)), path.exists()
+        (20, 4, False)
     """
+    result = result if result is not None else FitResult()
+    segment = segment or iterations
+    if resume is not None:
+        result.history[:] = _restore(resume, optimizer)
+        if len(result.history) % segment or len(result.history) > iterations:
+            log.warning("ignoring %s: it stopped mid-segment", resume.path)
+            result.history.clear()
+        if result.history:
+            log.info(
+                "resuming after %s %d (iteration %d/%d) from %s",
+                segment_name,
+                len(result.history) // segment,
+                len(result.history),
+                iterations,
+                resume.path,
+            )
+    start = result.resumed_at = len(result.history)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     progress = ProgressLog(iterations, progress_every, what) if progress_every else None
-    result = FitResult()
+    n_segments = -(-iterations // segment)
     begin = time.perf_counter()
-    for i in range(start, iterations):
-        terms = step(i)
-        values = check_finite(i, terms)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_value_(params, grad_clip)
-        optimizer.step()
-        result.history.append(values)
-        if progress is not None:
-            progress.update(i + 1, values)
-        if on_checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
-            on_checkpoint(i + 1)
-    result.seconds = time.perf_counter() - begin
-    result.iterations = iterations - start
+    try:
+        for i in range(start, iterations):
+            if seed is not None and i % segment == 0:
+                torch.manual_seed(segment_seed(seed, i // segment))
+            terms = step(i)
+            values = check_finite(i, terms)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_value_(params, grad_clip)
+            optimizer.step()
+            result.history.append(values)
+            result.iterations = i + 1 - start
+            if progress is not None:
+                progress.update(i + 1, values)
+            if (i + 1) % segment == 0 and n_segments > 1:
+                k = (i + 1) // segment
+                mean = float(np.mean([h["loss"] for h in result.history[-segment:]]))
+                log.info("%s %d/%d mean loss %.5g", segment_name, k, n_segments, mean)
+                if resume is not None and i + 1 < iterations:
+                    _save(resume, optimizer, result.history)
+    finally:  # also when a divergence stops the run: the caller reports its cost
+        result.seconds = time.perf_counter() - begin
+    if resume is not None:
+        Path(resume.path).unlink(missing_ok=True)
     return result

@@ -28,6 +28,8 @@ rule train_gmm:
         # Only the settings this model trains under, so evaluation keys do not retrain it.
         settings=lambda wildcards: training_settings(config["gmm"], wildcards.model),
         device=config["device"],
+        # Saved every few iterations, so a killed job resumes; deleted when training finishes.
+        resume="results/gmm/checkpoints/{model}_{labels}_seed{seed}_last.safetensors",
     script:
         "../scripts/train_gmm.py"
 

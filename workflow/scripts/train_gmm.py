@@ -14,5 +14,6 @@ train_gmm_model(
     snakemake.output.model,
     snakemake.output.status,
     history_path=snakemake.output.history,
+    resume_path=snakemake.params.resume,
     threads=snakemake.threads,
 )
