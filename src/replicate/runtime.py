@@ -138,8 +138,45 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
+# Stands for a key one configuration has and the other lacks.
+_ABSENT = object()
+
+
 def _canonical(metadata: Mapping[str, Any]) -> str:
     return json.dumps(metadata, sort_keys=True, default=str)
+
+
+def _parse_metadata(stored: str | None) -> Any:
+    """The stored configuration as JSON data; unreadable text stays a string (a mismatch)."""
+    if stored is None:
+        return None
+    try:
+        return json.loads(stored)
+    except json.JSONDecodeError:
+        return stored
+
+
+def _differences(stored: Any, expected: Any, key: str = "") -> list[str]:
+    """``key: stored A, expected B`` for every dotted key where the two configurations differ.
+
+    Leaves compare as JSON text, so ``8`` and ``8.0`` differ, as they do in the file.
+
+    Example:
+        >>> _differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0})
+        ['a.c: stored 2, expected 3', 'd: stored (absent), expected 0']
+    """
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        lines = []
+        for name in sorted(set(stored) | set(expected)):
+            sub = f"{key}.{name}" if key else name
+            lines += _differences(stored.get(name, _ABSENT), expected.get(name, _ABSENT), sub)
+        return lines
+    shown = ["(absent)" if v is _ABSENT else json.dumps(v) for v in (stored, expected)]
+    if shown[0] == shown[1]:
+        return []
+    if stored is None and not key:
+        shown[0] = "no configuration (not written by save_checkpoint)"
+    return [f"{key or '(whole configuration)'}: stored {shown[0]}, expected {shown[1]}"]
 
 
 def save_checkpoint(
@@ -172,11 +209,17 @@ def load_checkpoint(
         raise ValueError(
             f"checkpoint {path} is unreadable or truncated ({exc}); delete it"
         ) from exc
-    if expected is not None and stored != _canonical(expected):
-        raise CheckpointMismatch(
-            f"checkpoint {path} was written for configuration {stored}, but this run is "
-            f"configured as {_canonical(expected)}; delete the checkpoint or restore the config"
-        )
+    if expected is not None:
+        differences = _differences(_parse_metadata(stored), json.loads(_canonical(expected)))
+        if differences:
+            shown = "\n".join(f"  {line}" for line in differences)
+            raise CheckpointMismatch(
+                f"checkpoint {path} was written under another configuration than this run's; "
+                f"differing keys:\n{shown}\n"
+                f"stored configuration:   {stored}\n"
+                f"expected configuration: {_canonical(expected)}\n"
+                "Delete the checkpoint to retrain, or restore the configuration it was written for."
+            )
     return load_file(str(path), device=str(device))
 
 
