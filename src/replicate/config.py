@@ -1,8 +1,9 @@
-"""Checks on the configuration that a JSON schema cannot express (relations between keys).
+"""Validation of the configuration before any job runs (the workflow calls :func:`validate_config`).
 
-Snakemake's ``validate`` checks each key's type and range against
-``workflow/schemas/config.schema.yaml``; :func:`check_config` then checks what ties keys together,
-so a wrong setting fails before any training, naming the key.
+:func:`validate_config` checks each key's type and range against
+``workflow/schemas/config.schema.yaml`` and reports every violation, one line per key with its
+value and what is allowed; :func:`check_config` then checks what a JSON schema cannot express
+(relations between keys). A wrong setting thus fails on ``snakemake --dry-run``, naming the key.
 
 Example:
     >>> check_config({"gmm": {"ours": {"latent_dim": 2}}})
@@ -10,14 +11,114 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "check_config"]
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "check_config", "schema_problems", "validate_config"]
 
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and what is allowed."""
+
+
+def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike) -> None:
+    """Raise :class:`ConfigError` unless ``config`` fits the schema and :func:`check_config`.
+
+    The message lists every schema violation, one line each (``gmm.ours.eps = 0: must be > 0``);
+    the relations between keys are checked only once every key is well-formed.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = schema_problems(config, schema)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(
+            f"invalid configuration (config/config.yaml merged with any --configfile), "
+            f"checked against {schema_path}; fix these keys:\n{lines}"
+        )
+    check_config(config)
+
+
+def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """One line per violation of the JSON ``schema``: the dotted key, its value, what is allowed.
+
+    Example:
+        >>> schema = {"type": "object", "properties": {"eps": {"type": "number", "minimum": 1}}}
+        >>> schema_problems({"eps": 0}, schema)
+        ['eps = 0: must be >= 1']
+    """
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = sorted(validator_class(schema).iter_errors(config), key=lambda e: _key(e.path))
+    # dict.fromkeys: one line per problem, in key order (jsonschema repeats "required" per key).
+    return list(dict.fromkeys(line for e in errors for line in _describe(e)))
+
+
+def _key(path: Iterable[str | int]) -> str:
+    """``gmm.ours.eps``, ``seeds[0]``: a key path as a user would write it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _show(value: Any) -> str:
+    # JSON spelling is YAML's for scalars and flow lists: "big", null, [0, 1].
+    return json.dumps(value, default=str)
+
+
+# What a failed keyword means, as the rest of the sentence "<key> = <value>: must ...".
+_BOUNDS = {
+    "minimum": "be >= {}",
+    "exclusiveMinimum": "be > {}",
+    "maximum": "be <= {}",
+    "exclusiveMaximum": "be < {}",
+    "minItems": "have at least {} item(s)",
+    "maxItems": "have at most {} item(s)",
+    "minLength": "have at least {} character(s)",
+    "minProperties": "have at least {} entry(ies)",
+    "pattern": "match the pattern {}",
+}
+
+
+def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
+    """The line(s) for one schema violation: ``<key> = <value>: must ... (<its description>)``."""
+    rule, allowed, path = error.validator, error.validator_value, list(error.absolute_path)
+    if rule == "enum" and list(error.relative_schema_path)[-2:] == ["propertyNames", "enum"]:
+        # The instance is the name of a key, not a value.
+        yield f"{_key([*path, error.instance])}: unknown name; use one of {_show(allowed)}"
+        return
+    if rule == "additionalProperties" and allowed is False:
+        known = sorted(error.schema.get("properties", {}))
+        for name in error.instance:
+            if name not in known:
+                yield f"{_key([*path, name])}: unknown key; allowed: {_show(known)}"
+        return
+    if rule == "required":
+        for name in allowed:
+            if name not in error.instance:
+                yield f"{_key([*path, name])}: missing; it is required"
+        return
+    if rule == "enum":
+        requirement = f"must be one of {_show(allowed)}"
+    elif rule == "type":
+        requirement = (
+            f"must be of type {' or '.join(allowed if isinstance(allowed, list) else [allowed])}"
+        )
+    elif rule == "uniqueItems":
+        requirement = "must not repeat an item"
+    elif rule in _BOUNDS:
+        requirement = f"must {_BOUNDS[rule].format(_show(allowed))}"
+    else:  # a keyword the schema does not use yet: jsonschema's own words
+        requirement = error.message
+    where = f"{_key(path)} = {_show(error.instance)}" if path else "the configuration"
+    note = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    yield f"{where}: {requirement}" + (f" ({note})" if note else "")
 
 
 def check_config(config: Mapping[str, Any]) -> None:

@@ -1,10 +1,11 @@
 # Shared by every rule file: configuration validation and the wildcard constraints.
-from snakemake.utils import validate
+from replicate.config import validate_config
 
-from replicate.config import check_config
-
-validate(config, "../schemas/config.schema.yaml")
-check_config(config)
+# Every key's type and range (all violations at once, each naming its key), then the relations
+# between keys: a bad setting fails here, on `--dry-run`, before any job.
+validate_config(
+    config, Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+)
 
 SEEDS = config["seeds"]
 DATASETS = ["mnist", "fashion_mnist"]
