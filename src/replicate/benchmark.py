@@ -37,7 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from replicate.gmm import GaussianMixture
-from replicate.runtime import atomic_path, resolve_device
+from replicate.runtime import atomic_path, resolve_device, use_threads
 
 __all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]
 
@@ -205,8 +205,7 @@ def benchmark_training_speed(
     threads: int | None = None,
 ) -> pd.DataFrame:
     """Run :func:`measure_training_speed`, log the table, write it as CSV (and Markdown)."""
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     log.info(
         "benchmark on %s (%s, %d threads): batch %d, %d blocks, %d hidden, %d iterations x %d "
         "rounds",

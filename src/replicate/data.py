@@ -56,6 +56,7 @@ __all__ = [
     "IdxFormatError",
     "NoSourceWorked",
     "check_prepared",
+    "load_images",
     "load_split",
     "prepare_dataset",
     "raw_dir",
@@ -785,3 +786,22 @@ def write_synthetic_dataset(
         },
     )
     return data_dir
+
+
+def load_images(
+    data_dir: str | os.PathLike, dataset: str, split: Literal["train", "test"], n: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` (all if None) images (uint8) and labels (int64) of a split, as NumPy arrays.
+
+    MNIST and Fashion-MNIST are stored in random order, so the first ``n`` rows are a fair subset.
+
+    Example:
+        >>> import tempfile
+        >>> d = write_synthetic_dataset(tempfile.mkdtemp(), "mnist", n_train=10, n_test=30)
+        >>> images, labels = load_images(d, "mnist", "test", n=5)
+        >>> images.shape, images.dtype, labels.dtype
+        ((5, 28, 28), dtype('uint8'), dtype('int64'))
+    """
+    images, labels = load_split(data_dir, dataset, split)
+    images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+    return (images[:n], labels[:n]) if n is not None else (images, labels)

@@ -44,7 +44,7 @@ from torch import Tensor
 from replicate import metrics
 from replicate.gmm import GaussianMixture
 from replicate.plots import Panel, figure_gmm, figure_panels, save_figure, use_style
-from replicate.runtime import atomic_path, resolve_device, write_json
+from replicate.runtime import atomic_path, resolve_device, use_threads, write_json
 
 __all__ = [
     "EXACT_SEED_OFFSET",
@@ -240,8 +240,7 @@ def evaluate_gmm_run(
     """
     from replicate.gmm_experiment import load_gmm_model  # the training stage's loader
 
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     status = json.loads(Path(status_path).read_text())
     gm = GaussianMixture(label_map)
     x, y = held_out_set(label_map, gmm_config["n_test"], seed)

@@ -47,6 +47,7 @@ from replicate.runtime import (
     resolve_device,
     save_checkpoint,
     seed_everything,
+    use_threads,
     write_json,
 )
 from replicate.training import FitResult, Resume, fit, make_optimizer
@@ -218,8 +219,7 @@ def train_gmm_model(
     Writes the checkpoint (safetensors), the status JSON (returned as a dict) and, if
     ``history_path`` is given, the per-iteration loss terms as CSV.
     """
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     section = _section(name)
     metadata = _metadata(name, gmm_config, label_map)

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from replicate.autoencoder import AutoEncoder
 from replicate.conditional_flow import ConditionalFlow
-from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint
+from replicate.data import load_images
+from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint, use_threads
 from replicate.training import EpochBatches, Resume, fit, make_optimizer
 
 __all__ = [
@@ -472,24 +473,6 @@ def write_table(frame: pd.DataFrame, csv_path: str | os.PathLike, md_path: str |
 
 
 # -- pipeline stages: one call per Snakemake rule ---------------------------------------------
-def _set_threads(threads: int | None) -> None:
-    """Use the rule's ``threads`` for PyTorch's intra-op pool (it defaults to every core)."""
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-def _load_images(
-    data_dir: str | os.PathLike, dataset: str, split: str, n: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of a split as NumPy arrays; the first ``n`` rows if ``n`` is set."""
-    from replicate.data import load_split
-
-    images, labels = load_split(data_dir, dataset, split)  # type: ignore[arg-type]
-    images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
-    # MNIST and Fashion-MNIST are stored in random order, so the first n rows are a fair subset.
-    return (images[:n], labels[:n]) if n is not None else (images, labels)
-
-
 def autoencoder_stage(
     data_dir: str | os.PathLike,
     dataset: str,
@@ -502,12 +485,12 @@ def autoencoder_stage(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Rule ``train_autoencoder``: pretrain (resumably), save, log the test reconstruction error."""
-    _set_threads(threads)
+    use_threads(threads)
     from replicate.autoencoder import run_autoencoder_stage
     from replicate.runtime import resolve_device
 
-    train, _ = _load_images(data_dir, dataset, "train", latent_config["n_train"])
-    test, _ = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    train, _ = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    test, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
     return run_autoencoder_stage(
         train,
         test,
@@ -530,7 +513,7 @@ def encode_stage(
     threads: int | None = None,
 ) -> None:
     """Rule ``encode_latents``: ``latents.npz`` with ``train_u, train_y, test_u, test_y``."""
-    _set_threads(threads)
+    use_threads(threads)
     from replicate.autoencoder import encode_images, load_autoencoder
     from replicate.runtime import resolve_device
 
@@ -538,7 +521,7 @@ def encode_stage(
     model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
     arrays: dict[str, np.ndarray] = {}
     for split, n in (("train", latent_config["n_train"]), ("test", latent_config["n_test"])):
-        images, labels = _load_images(data_dir, dataset, split, n)
+        images, labels = load_images(data_dir, dataset, split, n)
         arrays[f"{split}_u"] = encode_images(model, images, device=str(dev))
         arrays[f"{split}_y"] = labels
         log.info("encoded %d %s images of %s", len(images), split, dataset)
@@ -560,7 +543,7 @@ def reconstruction_figure_stage(
     from replicate.plots import save_figure, use_style
 
     model = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
-    images, _ = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    images, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
     images = images[:n_images]
     with torch.no_grad():
         recon = model(to_unit_images(images))[:, 0]
@@ -584,7 +567,7 @@ def flow_stage(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Rule ``train_latent_flow``: train one seed's flow on the training latents and save it."""
-    _set_threads(threads)
+    use_threads(threads)
     from replicate.runtime import resolve_device
 
     with np.load(latents_path) as f:

@@ -38,7 +38,14 @@ from torch import Tensor, nn
 
 from replicate.autoencoder import to_unit_images
 from replicate.cinn import ConditionalINN
-from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint, write_json
+from replicate.data import load_images
+from replicate.runtime import (
+    atomic_path,
+    load_checkpoint,
+    save_checkpoint,
+    use_threads,
+    write_json,
+)
 from replicate.training import EpochBatches, fit, make_optimizer
 
 __all__ = [
@@ -627,23 +634,6 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 # -- pipeline stages: one call per Snakemake rule ---------------------------------------------
-def _set_threads(threads: int | None) -> None:
-    # PyTorch otherwise uses every core, and the 2-core machine runs two jobs at once.
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
-def _load_images(
-    data_dir: str | os.PathLike, dataset: str, split: str, n: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` (all if None) images and labels of a split, as the latent stage uses."""
-    from replicate.data import load_split
-
-    images, labels = load_split(data_dir, dataset, split)  # type: ignore[arg-type]
-    images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
-    return (images[:n], labels[:n]) if n is not None else (images, labels)
-
-
 def classifier_stage(
     data_dir: str | os.PathLike,
     dataset: str,
@@ -657,9 +647,9 @@ def classifier_stage(
     """Rule ``train_latent_classifier``: train on real training images, log test accuracy."""
     from replicate.runtime import resolve_device
 
-    _set_threads(threads)
-    train_x, train_y = _load_images(data_dir, dataset, "train", latent_config["n_train"])
-    test_x, test_y = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    use_threads(threads)
+    train_x, train_y = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    test_x, test_y = load_images(data_dir, dataset, "test", latent_config["n_test"])
     model, summary = train_classifier(
         train_x, train_y, latent_config["classifier"], seed, resolve_device(device)
     )
@@ -693,7 +683,7 @@ def cinn_stage(
     """Rule ``train_latent_cinn``: one seed's cINN on the training latents, saved."""
     from replicate.runtime import resolve_device
 
-    _set_threads(threads)
+    use_threads(threads)
     with np.load(latents_path) as f:
         train_u, train_y = f["train_u"], f["train_y"]
     model, summary = train_latent_cinn(
@@ -754,7 +744,7 @@ def evaluate_model_stage(
     regression from z to y, fitted on the training latents' z, scored on the test latents' z; ours'
     z = f_z([u, 0]), the cINN's z = f(u; true label).
     """
-    _set_threads(threads)
+    use_threads(threads)
     with np.load(latents_path) as f:
         lat = {k: f[k] for k in ("train_u", "train_y", "test_u", "test_y")}
     u = {s: torch.as_tensor(lat[f"{s}_u"], dtype=torch.float32) for s in ("train", "test")}
@@ -778,7 +768,7 @@ def evaluate_model_stage(
     with np.load(samples_path) as f:
         images, labels = f["images"], f["labels"]
     logits, features = classifier_outputs(classifier, images)
-    real, _ = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    real, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
     _, real_features = classifier_outputs(classifier, real)
     result = {
         "dataset": dataset,
@@ -820,12 +810,12 @@ def reference_stage(
     from replicate.autoencoder import load_autoencoder
     from replicate.latent import decode_to_uint8
 
-    _set_threads(threads)
+    use_threads(threads)
     classifier = load_classifier(classifier_path)
-    real, real_labels = _load_images(data_dir, dataset, "test", latent_config["n_test"])
+    real, real_labels = load_images(data_dir, dataset, "test", latent_config["n_test"])
     real_logits, real_features = classifier_outputs(classifier, real)
     n_generated = N_CLASSES * int(latent_config["n_eval_samples_per_class"])
-    train_x, train_y = _load_images(data_dir, dataset, "train", latent_config["n_train"])
+    train_x, train_y = load_images(data_dir, dataset, "train", latent_config["n_train"])
     train_x, train_y = train_x[:n_generated], train_y[:n_generated]
     with np.load(latents_path) as f:
         lat = {k: f[k] for k in ("train_u", "train_y", "test_u", "test_y")}

@@ -38,6 +38,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "setup_logging",
+    "use_threads",
     "write_json",
 ]
 
@@ -93,6 +94,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device '{name}': use auto, cpu or cuda[:N]")
     return torch.device(name)
+
+
+def use_threads(threads: int | None) -> None:
+    """Size PyTorch's intra-op pool to the rule's ``threads`` (else it takes every core, and two
+    jobs sharing a machine would each claim all of it); ``None`` or 0 keeps PyTorch's choice.
+
+    Example:
+        >>> use_threads(1); torch.get_num_threads()
+        1
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def seed_everything(seed: int) -> torch.Generator:
