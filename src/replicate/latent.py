@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,15 @@ from replicate.training import EpochBatches, Resume, fit, make_optimizer
 __all__ = [
     "PAPER_ACCURACY",
     "LatentFlow",
+    "LatentModel",
     "classification_accuracy",
     "decode_to_uint8",
     "evaluate_latent_flow",
     "figure_image_grid",
     "load_latent_flow",
+    "load_latent_model",
     "sample_images",
+    "save_latent_model",
     "style_images",
     "table1",
     "train_latent_flow",
@@ -58,7 +61,75 @@ PAPER_ACCURACY = {"mnist": 0.984, "fashion_mnist": 0.901}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 
 
-class LatentFlow(nn.Module):
+class LatentModel(nn.Module):
+    """What every model on auto-encoder latents shares: integer labels as one-hot conditions,
+    and ``u`` standardised by the training latents' mean and std (buffers, saved with the weights).
+
+    Example:
+        >>> import torch
+        >>> model = LatentModel(latent_dim=3, n_classes=2)
+        >>> model.set_standardisation(torch.full((3,), 5.0), torch.full((3,), 2.0))
+        >>> model.standardise(torch.full((1, 3), 7.0)).tolist(), model.one_hot(torch.tensor([1]))
+        ([[1.0, 1.0, 1.0]], tensor([[0., 1.]]))
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.latent_dim, self.n_classes = latent_dim, n_classes
+        self.register_buffer("u_mean", torch.zeros(latent_dim))
+        self.register_buffer("u_std", torch.ones(latent_dim))
+
+    def set_standardisation(self, mean: Tensor, std: Tensor) -> None:
+        """Store the per-coordinate mean and std of the training latents."""
+        if bool((std <= 0).any()):
+            raise ValueError("every latent coordinate needs a positive std")
+        self.u_mean.copy_(mean)
+        self.u_std.copy_(std)
+
+    def standardise(self, u: Tensor) -> Tensor:
+        """Raw latents -> the network's input space."""
+        return (u - self.u_mean) / self.u_std
+
+    def destandardise(self, x: Tensor) -> Tensor:
+        """The network's input space -> raw latents (the inverse of :meth:`standardise`)."""
+        return x * self.u_std + self.u_mean
+
+    def one_hot(self, labels: Tensor) -> Tensor:
+        """Integer labels (N,) -> one-hot float (N, n_classes) on the model's device."""
+        if labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
+            raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
+        return torch.eye(self.n_classes, device=self.u_mean.device)[labels.to(self.u_mean.device)]
+
+
+def save_latent_model(
+    path: str | os.PathLike, model: LatentModel, metadata: Mapping[str, Any], seed: int
+) -> None:
+    """Save a latent model (weights, permutations, standardisation, seed) as safetensors."""
+    save_checkpoint(path, {**model.state_dict(), "seed": torch.tensor(seed)}, metadata)
+
+
+def load_latent_model(
+    path: str | os.PathLike,
+    build: Callable[[int, int], LatentModel],
+    metadata: Callable[[int, int], Mapping[str, Any]],
+    device: str | torch.device = "cpu",
+) -> LatentModel:
+    """Load what :func:`save_latent_model` wrote, in eval mode.
+
+    The latent size and the seed (which picks the permutations) come from the file; ``build``
+    and ``metadata`` turn them into the model and the configuration the file must match.
+    """
+    tensors = load_checkpoint(path, None, device)
+    latent_dim, seed = int(tensors["u_mean"].shape[0]), int(tensors["seed"])
+    tensors = load_checkpoint(path, metadata(latent_dim, seed), device)
+    model = build(latent_dim, seed)
+    model.load_state_dict({k: v for k, v in tensors.items() if k != "seed"})
+    return model.to(device).eval()
+
+
+class LatentFlow(LatentModel):
     """The conditional flow on auto-encoder latents, with the latents' standardisation inside.
 
     Args:
@@ -70,9 +141,8 @@ class LatentFlow(nn.Module):
     Example:
         >>> import torch
         >>> flow = LatentFlow(latent_dim=3, n_classes=2, n_blocks=1, hidden=4)
-        >>> flow.set_standardisation(torch.full((3,), 5.0), torch.full((3,), 2.0))
-        >>> flow.standardise(torch.full((1, 3), 7.0)).tolist()
-        [[1.0, 1.0, 1.0]]
+        >>> flow.predict(torch.randn(5, 3)).shape, flow.sample(torch.tensor([0, 1])).shape
+        (torch.Size([5, 2]), torch.Size([2, 3]))
     """
 
     def __init__(
@@ -87,8 +157,7 @@ class LatentFlow(nn.Module):
         clamp: float = 2.0,
         permutation_seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.latent_dim, self.n_classes = latent_dim, n_classes
+        super().__init__(latent_dim, n_classes)
         # D = latent_dim, M = n_classes, K = latent_dim: the padding has n_classes dims.
         self.flow = ConditionalFlow(
             data_dim=latent_dim,
@@ -102,27 +171,6 @@ class LatentFlow(nn.Module):
             clamp=clamp,
             permutation_seed=permutation_seed,
         )
-        self.register_buffer("u_mean", torch.zeros(latent_dim))
-        self.register_buffer("u_std", torch.ones(latent_dim))
-
-    def set_standardisation(self, mean: Tensor, std: Tensor) -> None:
-        """Store the per-coordinate mean and std of the training latents."""
-        if bool((std <= 0).any()):
-            raise ValueError("every latent coordinate needs a positive std")
-        self.u_mean.copy_(mean)
-        self.u_std.copy_(std)
-
-    def standardise(self, u: Tensor) -> Tensor:
-        """Raw latents -> the flow's input space."""
-        return (u - self.u_mean) / self.u_std
-
-    def one_hot(self, labels: Tensor) -> Tensor:
-        """Integer labels (N,) -> one-hot float (N, n_classes) on the model's device."""
-        if labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
-            raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
-        return torch.eye(self.n_classes, device=self.u_mean.device)[labels.to(self.u_mean.device)]
 
     def nll(self, u: Tensor, labels: Tensor) -> Tensor:
         """Per-row training loss of raw latents ``u`` with integer ``labels`` (paper eq. 10).
@@ -147,8 +195,7 @@ class LatentFlow(nn.Module):
 
         Pass ``z`` (N, latent_dim) to fix the dummy variable (Figure 5.4); else z ~ N(0, I).
         """
-        x = self.flow.sample(self.one_hot(labels), z=z)
-        return x * self.u_std + self.u_mean
+        return self.destandardise(self.flow.sample(self.one_hot(labels), z=z))
 
 
 def _flow_kwargs(config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
@@ -188,14 +235,14 @@ def load_latent_flow(
         >>> load_latent_flow(path, cfg).sample(torch.tensor([1])).shape
         torch.Size([1, 3])
     """
-    tensors = load_checkpoint(path, None, device)
-    latent_dim = int(tensors["u_mean"].shape[0])
-    seed = int(tensors["seed"])
-    expected = _flow_metadata(config_section, latent_dim, seed)
-    tensors = load_checkpoint(path, expected, device)
-    model = LatentFlow(**_flow_kwargs(config_section, latent_dim), permutation_seed=seed)
-    model.load_state_dict({k: v for k, v in tensors.items() if k != "seed"})
-    return model.to(device).eval()
+    return load_latent_model(
+        path,
+        lambda latent_dim, seed: LatentFlow(
+            **_flow_kwargs(config_section, latent_dim), permutation_seed=seed
+        ),
+        lambda latent_dim, seed: _flow_metadata(config_section, latent_dim, seed),
+        device,
+    )
 
 
 def save_latent_flow(
@@ -206,8 +253,7 @@ def save_latent_flow(
     seed: int,
 ) -> None:
     """Save a :class:`LatentFlow` (weights, permutations, standardisation) as safetensors."""
-    tensors = {**model.state_dict(), "seed": torch.tensor(seed)}
-    save_checkpoint(path, tensors, _flow_metadata(config, latent_dim, seed))
+    save_latent_model(path, model, _flow_metadata(config, latent_dim, seed), seed)
 
 
 def train_latent_flow(

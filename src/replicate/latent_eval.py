@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from replicate.autoencoder import to_unit_images
 from replicate.cinn import ConditionalINN
 from replicate.data import load_images
+from replicate.latent import N_CLASSES, LatentModel, load_latent_model, save_latent_model
 from replicate.runtime import (
     atomic_path,
     load_checkpoint,
@@ -69,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger("replicate")
 
-N_CLASSES = 10
 CHANCE_ACCURACY = 1.0 / N_CLASSES
 FEATURE_DIM = 128
 MODEL_NAMES = {"ours": "ours (forward pass)", "cinn": "cINN (Bayes' rule)"}
@@ -380,7 +380,7 @@ def bayes_log_posterior(
     return torch.log_softmax(scores, dim=1)
 
 
-class LatentCINN(nn.Module):
+class LatentCINN(LatentModel):
     """The cINN baseline on auto-encoder latents: ``u <-> z`` given the one-hot label.
 
     Same standardisation of ``u`` as :class:`replicate.latent.LatentFlow` (train mean and std,
@@ -404,8 +404,7 @@ class LatentCINN(nn.Module):
         clamp: float = 2.0,
         permutation_seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.latent_dim, self.n_classes = latent_dim, n_classes
+        super().__init__(latent_dim, n_classes)
         self.cinn = ConditionalINN(
             latent_dim,
             n_classes,
@@ -415,26 +414,13 @@ class LatentCINN(nn.Module):
             clamp=clamp,
             permutation_seed=permutation_seed,
         )
-        self.register_buffer("u_mean", torch.zeros(latent_dim))
-        self.register_buffer("u_std", torch.ones(latent_dim))
         self.register_buffer("log_prior", torch.full((n_classes,), -math.log(n_classes)))
 
     def set_statistics(self, u: Tensor, labels: Tensor) -> None:
         """Store the training latents' per-coordinate mean/std and the label frequencies."""
-        self.u_mean.copy_(u.mean(0))
-        self.u_std.copy_(u.std(0).clamp_min(1e-6))
+        self.set_standardisation(u.mean(0), u.std(0).clamp_min(1e-6))
         counts = torch.bincount(labels.cpu(), minlength=self.n_classes).double()
         self.log_prior.copy_(torch.log(counts.clamp_min(1) / counts.sum()))
-
-    def one_hot(self, labels: Tensor) -> Tensor:
-        """Integer labels (N,) -> one-hot (N, n_classes) on the model's device."""
-        if labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
-        return torch.eye(self.n_classes, device=self.u_mean.device)[labels.to(self.u_mean.device)]
-
-    def standardise(self, u: Tensor) -> Tensor:
-        """Raw latents -> the flow's input space."""
-        return (u - self.u_mean) / self.u_std
 
     def nll(self, u: Tensor, labels: Tensor) -> Tensor:
         """Per-row training loss ``0.5||z||^2 - log|det J|`` (standardisation constant left out)."""
@@ -460,8 +446,7 @@ class LatentCINN(nn.Module):
     @torch.no_grad()
     def sample(self, labels: Tensor, z: Tensor | None = None) -> Tensor:
         """Raw latents ``u ~ p(u | label)``, one per entry of ``labels``."""
-        x = self.cinn.sample(self.one_hot(labels), z=z)
-        return x * self.u_std + self.u_mean
+        return self.destandardise(self.cinn.sample(self.one_hot(labels), z=z))
 
 
 def _cinn_kwargs(flow_config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
@@ -483,8 +468,7 @@ def save_latent_cinn(
     path: str | os.PathLike, model: LatentCINN, flow_config: Mapping[str, Any], seed: int
 ) -> None:
     """Save a :class:`LatentCINN` (weights, permutations, statistics) as safetensors."""
-    tensors = {**model.state_dict(), "seed": torch.tensor(seed)}
-    save_checkpoint(path, tensors, _cinn_metadata(flow_config, model.latent_dim, seed))
+    save_latent_model(path, model, _cinn_metadata(flow_config, model.latent_dim, seed), seed)
 
 
 def load_latent_cinn(
@@ -504,12 +488,14 @@ def load_latent_cinn(
         >>> load_latent_cinn(path, cfg).sample(torch.tensor([1, 2])).shape
         torch.Size([2, 3])
     """
-    tensors = load_checkpoint(path, None, device)
-    latent_dim, seed = int(tensors["u_mean"].shape[0]), int(tensors["seed"])
-    tensors = load_checkpoint(path, _cinn_metadata(flow_config, latent_dim, seed), device)
-    model = LatentCINN(**_cinn_kwargs(flow_config, latent_dim), permutation_seed=seed)
-    model.load_state_dict({k: v for k, v in tensors.items() if k != "seed"})
-    return model.to(device).eval()
+    return load_latent_model(
+        path,
+        lambda latent_dim, seed: LatentCINN(
+            **_cinn_kwargs(flow_config, latent_dim), permutation_seed=seed
+        ),
+        lambda latent_dim, seed: _cinn_metadata(flow_config, latent_dim, seed),
+        device,
+    )
 
 
 def train_latent_cinn(
