@@ -46,6 +46,7 @@ __all__ = [
     "figure_image_grid",
     "load_latent_flow",
     "load_latent_model",
+    "network_kwargs",
     "sample_images",
     "save_latent_model",
     "style_images",
@@ -198,17 +199,27 @@ class LatentFlow(LatentModel):
         return self.destandardise(self.flow.sample(self.one_hot(labels), z=z))
 
 
-def _flow_kwargs(config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
+def network_kwargs(config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
+    """The network settings every latent model takes, from a ``latent.flow`` config section.
+
+    Example:
+        >>> cfg = {"n_blocks": 4, "hidden": 64, "subnet_layers": 3, "clamp": 2.0}
+        >>> network_kwargs(cfg, 20)["n_classes"]
+        10
+    """
     return {
         "latent_dim": latent_dim,
         "n_classes": N_CLASSES,
-        "eps": float(config["eps"]),
-        "sigma": float(config["sigma"]),
         "n_blocks": int(config["n_blocks"]),
         "hidden": int(config["hidden"]),
         "subnet_layers": int(config["subnet_layers"]),
         "clamp": float(config["clamp"]),
     }
+
+
+def _flow_kwargs(config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
+    eps, sigma = float(config["eps"]), float(config["sigma"])
+    return {**network_kwargs(config, latent_dim), "eps": eps, "sigma": sigma}
 
 
 def _flow_metadata(config: Mapping[str, Any], latent_dim: int, seed: int) -> dict[str, Any]:

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 from replicate.autoencoder import to_unit_images
 from replicate.cinn import ConditionalINN
 from replicate.data import load_images
-from replicate.latent import N_CLASSES, LatentModel, load_latent_model, save_latent_model
+from replicate.latent import (
+    N_CLASSES,
+    LatentModel,
+    load_latent_model,
+    network_kwargs,
+    save_latent_model,
+)
 from replicate.runtime import (
     atomic_path,
     load_checkpoint,
@@ -449,19 +455,8 @@ class LatentCINN(LatentModel):
         return self.destandardise(self.cinn.sample(self.one_hot(labels), z=z))
 
 
-def _cinn_kwargs(flow_config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
-    return {
-        "latent_dim": latent_dim,
-        "n_classes": N_CLASSES,
-        "n_blocks": int(flow_config["n_blocks"]),
-        "hidden": int(flow_config["hidden"]),
-        "subnet_layers": int(flow_config["subnet_layers"]),
-        "clamp": float(flow_config["clamp"]),
-    }
-
-
 def _cinn_metadata(flow_config: Mapping[str, Any], latent_dim: int, seed: int) -> dict[str, Any]:
-    return {"model": "latent_cinn", **_cinn_kwargs(flow_config, latent_dim), "seed": seed}
+    return {"model": "latent_cinn", **network_kwargs(flow_config, latent_dim), "seed": seed}
 
 
 def save_latent_cinn(
@@ -491,7 +486,7 @@ def load_latent_cinn(
     return load_latent_model(
         path,
         lambda latent_dim, seed: LatentCINN(
-            **_cinn_kwargs(flow_config, latent_dim), permutation_seed=seed
+            **network_kwargs(flow_config, latent_dim), permutation_seed=seed
         ),
         lambda latent_dim, seed: _cinn_metadata(flow_config, latent_dim, seed),
         device,
@@ -533,7 +528,7 @@ def train_latent_cinn(
     latent_dim = u.shape[1]
     batches = EpochBatches(len(u), int(flow_config["batch_size"]), seed, device=device)
     torch.manual_seed(seed)
-    model = LatentCINN(**_cinn_kwargs(flow_config, latent_dim), permutation_seed=seed).to(device)
+    model = LatentCINN(**network_kwargs(flow_config, latent_dim), permutation_seed=seed).to(device)
     model.set_statistics(u, y)
     optimizer = make_optimizer(model.parameters(), lr=float(flow_config["lr"]))
 
