@@ -1,6 +1,7 @@
 """The HTML report: after the smoke run, `snakemake --report` holds every figure and table of the
 paper (the list in conftest.py, the one place that names them), byte for byte; and the report,
-rendered in headless Chromium, shows each of them to a reader who opens its category."""
+rendered in headless Chromium, displays each figure and shows each table to a reader who clicks
+through its categories."""
 
 from __future__ import annotations
 
@@ -155,8 +156,7 @@ def test_report_shows_every_figure_in_chromium(report_zip: Path, tmp_path: Path)
         images = [i for i in shown[p]["images"] if not i["src"].startswith("data:")]
         assert widths and min(widths) > 0, f"{p} is not shown; images on the page: {images}"
     for p in PAPER_TABLES:
-        header = (tmp_path / next(tmp_path.rglob(Path(p).name))).read_text().splitlines()[0]
-        columns = header.split(",")
+        columns = next(tmp_path.rglob(Path(p).name)).read_text().splitlines()[0].split(",")
         assert any(all(c in t for c in columns) for t in shown[p]["tables"]), (
             f"{p} is not shown as a table (columns {columns}): {shown[p]['tables']}"
         )
