@@ -241,3 +241,15 @@ def test_config_checks_name_the_latent_key() -> None:
     with pytest.raises(ConfigError, match="latent.flow.batch_size"):
         check_config({"latent": {"n_train": 100, "flow": {"batch_size": 256}}})
     check_config({"latent": {"n_train": None, "autoencoder": {"batch_size": 256}}})
+
+
+def test_evaluation_is_reproducible_and_leaves_the_global_generator_alone() -> None:
+    flow = LatentFlow(latent_dim=3, n_blocks=1, hidden=4)
+    u = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    y = np.arange(50) % 10
+    state = torch.random.get_rng_state()
+    first = evaluate_latent_flow(flow, u, y, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())
+    torch.rand(7)  # whatever ran before must not matter
+    assert evaluate_latent_flow(flow, u, y, seed=3) == first
+    assert evaluate_latent_flow(flow, u, y, seed=4)["nll"] != first["nll"]
