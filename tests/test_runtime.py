@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -129,3 +131,12 @@ def test_fit_clamps_gradients_elementwise() -> None:
         progress_every=0,
     )
     torch.testing.assert_close(w.detach(), torch.tensor([-15.0, 0.5]))
+
+
+def test_atomic_path_gives_outputs_the_usual_permissions(tmp_path) -> None:
+    target = tmp_path / "table.csv"
+    with atomic_path(target) as tmp:
+        tmp.write_text("a,b\n")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -44,6 +44,10 @@ __all__ = [
 
 log = logging.getLogger("replicate")
 
+# The process's umask, read once at import (reading it means setting it for a moment).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; carries the iteration and the loss terms."""
@@ -140,6 +144,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
