@@ -10,6 +10,7 @@ from scipy.stats import multivariate_normal
 
 from replicate.cinn import ConditionalINN
 from replicate.conditional_flow import ConditionalFlow
+from replicate.inn import INN
 
 torch.set_num_threads(1)
 
@@ -87,11 +88,12 @@ def test_sample_shapes() -> None:
         flow.sample(torch.eye(8)[:5], n=3)
 
 
-# -- bad model input: ours and the cINN share one check (replicate.conditional_flow.check_input)
+# -- bad model input: ours, the cINN and the INN share one check (conditional_flow.check_input)
 def _models() -> dict[str, torch.nn.Module]:
     return {
         "ours": ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8),
         "cinn": ConditionalINN(2, 8, n_blocks=1, hidden=8),
+        "inn": INN(2, 8, 2, n_blocks=1, hidden=8),
     }
 
 
@@ -114,6 +116,9 @@ CALLS = [
     ("cinn", lambda m, c: m.log_prob(X, c), "condition"),
     ("cinn", lambda m, c: m.sample(c), "condition"),
     ("cinn", lambda m, z: m.sample(C, z=z), "z"),
+    ("inn", lambda m, x: m.predict(x), "x"),
+    ("inn", lambda m, c: m.sample(c), "condition"),
+    ("inn", lambda m, z: m.sample(C, z=z), "z"),
 ]
 GOOD = {"x": X, "condition": C, "candidates": torch.eye(8), "z": Z}
 # (fault, spoil a good float32 CPU tensor, what the message must say)

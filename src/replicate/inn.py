@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from replicate.conditional_flow import check_input, sampling_inputs
 from replicate.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
@@ -235,8 +236,7 @@ class INN(nn.Module):
 
         For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
         """
-        if x.ndim != 2 or x.shape[1] != self.data_dim:
-            raise ValueError(f"x must have shape (n, {self.data_dim}), got {tuple(x.shape)}")
+        check_input(self, x, "x", self.data_dim)
         padded = torch.cat([x, x.new_zeros(x.shape[0], self.pad_x)], dim=1)
         return self.network(padded)[0][:, -self.condition_dim :]
 
@@ -248,21 +248,8 @@ class INN(nn.Module):
         one sample each. As in the reference code's sampling, y is used without noise and the
         output padding (if any) is zero.
         """
-        if condition.ndim == 1:
-            n = z.shape[0] if n is None and z is not None else n
-            if n is None or n < 1:
-                raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
-            condition = condition.expand(n, -1)
-        elif n is not None and n != condition.shape[0]:
-            raise ValueError(
-                f"sample: a batch of {condition.shape[0]} conditions gives one sample each; got "
-                f"n={n}"
-            )
-        if condition.shape[1] != self.condition_dim:
-            raise ValueError(
-                f"condition must have width {self.condition_dim}, got {tuple(condition.shape)}"
-            )
-        if z is None:
-            z = torch.randn(condition.shape[0], self.latent_dim, device=condition.device)
+        if n is None and isinstance(z, Tensor) and getattr(condition, "ndim", 0) == 1:
+            n = z.shape[0]  # one condition and a given z: as many samples as rows of z
+        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.latent_dim)
         x = self.network.inverse(self._output(z, condition, 0.0))
         return x[:, : self.data_dim]
