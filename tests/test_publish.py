@@ -62,3 +62,11 @@ def test_publishing_a_run_that_made_nothing_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="run it first"):
         publish(tmp_path, "quick", "snakemake")
     assert not (tmp_path / "results/readme").exists()
+
+
+def test_a_partial_run_publishes_its_extra_files(tmp_path: Path) -> None:
+    (tmp_path / "results/gmm/eval").mkdir(parents=True)
+    (tmp_path / "results/gmm/eval/ours_all_seed0.json").write_text('{"accuracy": 1.0}')
+    dest = publish(tmp_path, "partial", "snakemake", extra=["results/gmm/eval/*.json"])
+    assert (dest / "ours_all_seed0.json").read_text() == '{"accuracy": 1.0}'
+    assert (dest / "provenance.md").is_file()

@@ -109,18 +109,23 @@ def publish(
     command: str,
     wall_clock: str | None = None,
     dest_root: str | os.PathLike | None = None,
+    extra: Sequence[str] = (),
 ) -> Path:
     """Copy the run's figures and tables to ``<dest_root>/<name>/`` and write its costs and
     provenance there; returns that folder. ``dest_root`` defaults to ``<run_dir>/results/readme``.
+
+    ``extra`` are more glob patterns relative to ``run_dir`` (e.g. ``results/gmm/eval/*.json``, the
+    per-run metrics of a partial run that has no table yet), copied beside the rest.
     """
     run_dir = Path(run_dir)
     dest = Path(dest_root or run_dir / "results" / "readme") / name
     figures = sorted((run_dir / FIGURES).glob("*.png"))
     tables = sorted(p for p in (run_dir / TABLES).glob("*") if p.suffix in (".csv", ".md"))
-    if not figures and not tables:
+    extras = sorted(p for pattern in extra for p in run_dir.glob(pattern) if p.is_file())
+    if not figures and not tables and not extras:
         raise FileNotFoundError(f"{run_dir} has no {FIGURES}/*.png or {TABLES}/*: run it first")
     dest.mkdir(parents=True, exist_ok=True)
-    for source in figures + tables:
+    for source in figures + tables + extras:
         with atomic_path(dest / source.name) as tmp:
             shutil.copyfile(source, tmp)
     costs = job_costs(run_dir)
@@ -146,8 +151,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--command", required=True, help="the command that made the run")
     parser.add_argument("--wall-clock", help="the whole run's wall-clock time, as measured")
     parser.add_argument("--dest-root", help="default: RUN_DIR/results/readme")
+    parser.add_argument(
+        "--extra", action="append", default=[], help="another glob under RUN_DIR to copy"
+    )
     args = parser.parse_args(argv)
-    dest = publish(args.run_dir, args.name, args.command, args.wall_clock, args.dest_root)
+    dest = publish(
+        args.run_dir, args.name, args.command, args.wall_clock, args.dest_root, args.extra
+    )
     print(f"published to {dest}")
 
 
