@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,29 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke_run")
     snakemake(workdir)
     return workdir
+
+
+class KilledAfterCheckpoint(Exception):
+    """Stands for a SIGKILL that hit a training job right after it wrote a resume checkpoint."""
+
+
+@contextlib.contextmanager
+def killed_after_checkpoints(n: int) -> Iterator[None]:
+    """Run the block as a training job killed right after its ``n``-th resume checkpoint."""
+    import replicate.training as training
+
+    real_save, saves = training.save_checkpoint, 0
+
+    def save_then_die(*args, **kwargs):
+        nonlocal saves
+        real_save(*args, **kwargs)
+        saves += 1
+        if saves == n:
+            raise KilledAfterCheckpoint
+
+    training.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KilledAfterCheckpoint):
+            yield
+    finally:
+        training.save_checkpoint = real_save

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import killed_after_checkpoints
 
 import replicate.autoencoder as ae_module
-import replicate.training as training_module
 from replicate.autoencoder import (
     AutoEncoder,
     encode_images,
@@ -116,31 +116,14 @@ def test_save_load_round_trip_and_config_check(tmp_path: Path) -> None:
         load_autoencoder(path, {**cfg, "latent_dim": 6})
 
 
-class _Killed(Exception):
-    pass
-
-
-def test_killed_and_resumed_training_equals_an_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     images = _images(16)
     cfg = {"latent_dim": 3, "epochs": 3, "batch_size": 8, "lr": 1e-3}
     reference, ref_summary = train_autoencoder(images, cfg, seed=1, progress_every=0)
 
     ckpt = tmp_path / "last.safetensors"
-    real_save = training_module.save_checkpoint
-    calls = {"n": 0}
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:  # the job is killed right after epoch 1's checkpoint
-            raise _Killed
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoints(1):  # right after epoch 1's checkpoint
         train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt, progress_every=0)
-    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     resumed, summary = train_autoencoder(images, cfg, seed=1, checkpoint_path=ckpt)
 
     assert summary["resumed_after_epoch"] == 1
@@ -152,22 +135,13 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(
         assert torch.equal(a, b), name
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> None:
     images = _images(8)
     ckpt = tmp_path / "last.safetensors"
     cfg = {"latent_dim": 3, "epochs": 2, "batch_size": 4, "lr": 1e-3}
 
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise _Killed
-
-    real_save = training_module.save_checkpoint
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoints(1):
         train_autoencoder(images, cfg, seed=0, checkpoint_path=ckpt, progress_every=0)
-    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     assert ckpt.exists()
     _, summary = train_autoencoder(
         images, {**cfg, "lr": 2e-3}, seed=0, checkpoint_path=ckpt, progress_every=0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import killed_after_checkpoints
 from safetensors.torch import load_file
 from scipy.stats import multivariate_normal
 
@@ -232,15 +233,10 @@ def test_config_checks_name_the_key(edit, key: str) -> None:
 
 
 # -- resumption -----------------------------------------------------------------------------------
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name", ["ours", "inn_full"])
 def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+    tmp_path: Path, name: str
 ) -> None:
-    import replicate.training as training_module
     from replicate.gmm_experiment import RESUME_EVERY
 
     cfg = tiny_config(iterations=2 * RESUME_EVERY + 10, hidden=8)
@@ -262,16 +258,8 @@ def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
         )
 
     run(tmp_path / "whole")
-    real_save = training_module.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise _Killed  # SIGKILL right after the first resume checkpoint
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoints(1):  # SIGKILL right after the first resume checkpoint
         run(tmp_path / "killed")
-    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "m.json").exists(), "no output before training finished"
     status = run(tmp_path / "killed")
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import killed_after_checkpoints
 
 import replicate.latent as latent_module
-import replicate.training as training_module
 from replicate.autoencoder import AutoEncoder
 from replicate.latent import (
     LatentFlow,
@@ -142,10 +142,6 @@ def test_training_learns_to_classify_separable_latents() -> None:
     # is checked exactly in test_sample_is_the_exact_inverse_of_the_forward_pass.)
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,19 +149,8 @@ def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(
     cfg = {**FLOW_CFG, "epochs": 3}
     reference, ref_summary = train_latent_flow(u, y, cfg, seed=2, progress_every=0)
     ckpt = tmp_path / "last.safetensors"
-    real_save = training_module.save_checkpoint
-    calls = {"n": 0}
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:  # killed after epoch 2's checkpoint
-            raise _Killed
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoints(2):  # right after epoch 2's checkpoint
         train_latent_flow(u, y, cfg, seed=2, checkpoint_path=ckpt, progress_every=0)
-    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     resumed, summary = train_latent_flow(u, y, cfg, seed=2, checkpoint_path=ckpt)
     assert summary["resumed_after_epoch"] == 2
     assert summary["epoch_loss"] == ref_summary["epoch_loss"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import killed_after_checkpoints
 
 import replicate.training as training_module
 from replicate.runtime import TrainingDiverged
@@ -67,10 +68,6 @@ def test_optimizer_state_round_trips_through_flat_tensors() -> None:
             assert torch.equal(fresh.state[param][key], opt.state[param][key])
 
 
-class _Killed(Exception):
-    pass
-
-
 def _noisy_regression(path: Path | None, iterations: int = 12):
     """A model whose steps draw noise from the global generator, as the flows' padding noise."""
     torch.manual_seed(0)
@@ -88,24 +85,11 @@ def _noisy_regression(path: Path | None, iterations: int = 12):
     return model, result
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     reference, ref_result = _noisy_regression(None)
     path = tmp_path / "run.safetensors"
-    real_save = training_module.save_checkpoint
-    saves = {"n": 0}
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        saves["n"] += 1
-        if saves["n"] == 2:  # killed right after the second segment's checkpoint
-            raise _Killed
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
+    with killed_after_checkpoints(2):  # right after the second segment's checkpoint
         _noisy_regression(path)
-    monkeypatch.setattr(training_module, "save_checkpoint", real_save)
     assert path.exists()
 
     resumed, result = _noisy_regression(path)
