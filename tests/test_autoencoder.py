@@ -20,6 +20,7 @@ from replicate.autoencoder import (
     train_autoencoder,
 )
 from replicate.runtime import CheckpointMismatch, save_checkpoint
+from replicate.training import model_tensors
 
 torch.set_num_threads(1)
 
@@ -106,7 +107,7 @@ def test_save_load_round_trip_and_config_check(tmp_path: Path) -> None:
     cfg = {"latent_dim": 5, "epochs": 1, "batch_size": 3, "lr": 1e-3}
     model, _ = train_autoencoder(images, cfg, seed=0, progress_every=0)
     path = tmp_path / "ae.safetensors"
-    save_checkpoint(path, ae_module._model_tensors(model), ae_module._metadata(cfg))
+    save_checkpoint(path, model_tensors(model), ae_module._metadata(cfg))
     loaded = load_autoencoder(path, cfg)
     assert not loaded.training
     x = to_unit_images(images)

@@ -143,3 +143,30 @@ def test_divergence_keeps_the_history_and_the_last_checkpoint(tmp_path: Path) ->
 def test_segment_means() -> None:
     result = FitResult(history=[{"loss": float(v)} for v in range(7)])
     assert result.segment_means(3) == [1.0, 4.0]
+
+
+def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.safetensors"
+    w = torch.nn.Parameter(torch.ones(1))
+    saved = torch.nn.ParameterList([torch.nn.Parameter(torch.full((1,), 7.0))])
+    # 3 iterations of history: not a whole number of this run's 4-iteration segments.
+    training_module._save(
+        Resume(path, saved, {}), make_optimizer(saved, lr=0.1), [{"loss": 1.0}] * 3
+    )
+    seen: list[float] = []
+
+    def step(i: int) -> dict[str, torch.Tensor]:
+        seen.append(float(w.detach()))
+        return {"loss": (w**2).sum()}
+
+    result = fit(
+        step,
+        make_optimizer([w], lr=0.1),
+        8,
+        segment=4,
+        resume=Resume(path, torch.nn.ParameterList([w]), {}),
+        progress_every=0,
+    )
+    assert result.resumed_at == 0 and seen[0] == 1.0, "the checkpoint's weights were loaded"

@@ -34,7 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from replicate.runtime import load_checkpoint, save_checkpoint, write_json
-from replicate.training import EpochBatches, Resume, fit, make_optimizer
+from replicate.training import (
+    EpochBatches,
+    Resume,
+    fit,
+    make_optimizer,
+    model_tensors,
+    restore_model,
+)
 
 __all__ = [
     "AutoEncoder",
@@ -130,15 +137,6 @@ def to_unit_images(images: np.ndarray | Tensor) -> Tensor:
     return (t.float() / 255.0).unsqueeze(1)
 
 
-def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
-    return {f"model.{k}": v for k, v in model.state_dict().items()}
-
-
-def _restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
-    prefix = "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-
-
 def _metadata(config: Mapping[str, Any]) -> dict[str, Any]:
     return {"model": "glf_autoencoder", "latent_dim": int(config["latent_dim"])}
 
@@ -156,13 +154,13 @@ def load_autoencoder(
         >>> from replicate.runtime import save_checkpoint
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "ae.safetensors"
         >>> ae = AutoEncoder(latent_dim=3)
-        >>> save_checkpoint(path, _model_tensors(ae), _metadata({"latent_dim": 3}))
+        >>> save_checkpoint(path, model_tensors(ae), _metadata({"latent_dim": 3}))
         >>> load_autoencoder(path, {"latent_dim": 3}).training
         False
     """
     tensors = load_checkpoint(path, _metadata(config_section), device)
     model = AutoEncoder(int(config_section["latent_dim"])).to(device)
-    _restore_model(model, tensors)
+    restore_model(model, tensors)
     return model.eval()
 
 
@@ -311,7 +309,7 @@ def run_autoencoder_stage(
         ['mae', 'mse']
     """
     model, summary = train_autoencoder(train_images, config, seed, checkpoint_path, device)
-    save_checkpoint(model_path, _model_tensors(model), _metadata(config))
+    save_checkpoint(model_path, model_tensors(model), _metadata(config))
     metrics = {
         **summary,
         "loss": "mean squared error per pixel, pixels in [0, 1]",

@@ -36,7 +36,7 @@ def check_input(
     ``t`` must be a tensor of shape (batch, ``width``) (or (``width``,) when ``ndims`` allows 1),
     of the model's floating-point dtype, on the model's device, and finite: a wrong input fails
     here, naming the argument, instead of deep inside a matmul or as a NaN loss.
-    Shared by every conditional model (:class:`ConditionalFlow`, the cINN).
+    Shared by every conditional model (:class:`ConditionalFlow`, the cINN, the INN).
 
     Example:
         >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)

@@ -44,7 +44,9 @@ __all__ = [
     "epoch_permutation",
     "fit",
     "make_optimizer",
+    "model_tensors",
     "optimizer_tensors",
+    "restore_model",
     "restore_optimizer",
     "segment_seed",
 ]
@@ -135,6 +137,28 @@ class EpochBatches:
         return self._order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state as named tensors ``model.<name>``, for a safetensors checkpoint.
+
+    Example:
+        >>> sorted(model_tensors(torch.nn.Linear(2, 1)))
+        ['model.bias', 'model.weight']
+    """
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+    """Load what :func:`model_tensors` saved back into ``model`` (other names are ignored).
+
+    Example:
+        >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+        >>> restore_model(b, model_tensors(a)); bool((a.weight == b.weight).all())
+        True
+    """
+    prefix = "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
     """The optimiser's state as flat named tensors, for a safetensors checkpoint (no pickle).
 
@@ -215,8 +239,15 @@ class FitResult:
         return np.asarray(values[:whole]).reshape(-1, segment).mean(1).tolist() if whole else []
 
 
-def _restore(resume: Resume, optimizer: torch.optim.Optimizer) -> list[dict[str, float]]:
-    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history."""
+def _restore(
+    resume: Resume, optimizer: torch.optim.Optimizer, segment: int, iterations: int
+) -> list[dict[str, float]]:
+    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history.
+
+    A checkpoint that cannot be resumed (another configuration, no history, or a history that does
+    not end on a segment of this run) is ignored with a warning before anything is loaded, so the
+    run then starts over from its fresh initialisation.
+    """
     path = Path(resume.path)
     if not path.exists():
         return []
@@ -233,20 +264,17 @@ def _restore(resume: Resume, optimizer: torch.optim.Optimizer) -> list[dict[str,
         if k.startswith("history.")
     )
     terms = {name: values for _, name, values in columns}
-    if not terms:
-        log.warning("not resuming from %s: it holds no loss history", path)
+    length = len(next(iter(terms.values()))) if terms else 0
+    if not length or length % segment or length > iterations:
+        log.warning("not resuming from %s: its history does not end on a segment", path)
         return []
-    prefix = "model."
-    resume.model.load_state_dict(
-        {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    )
+    restore_model(resume.model, tensors)
     restore_optimizer(optimizer, tensors)
-    length = len(next(iter(terms.values())))
     return [{name: values[i] for name, values in terms.items()} for i in range(length)]
 
 
 def _save(resume: Resume, optimizer: torch.optim.Optimizer, history: list[dict[str, float]]):
-    model = {f"model.{k}": v for k, v in resume.model.state_dict().items()}
+    model = model_tensors(resume.model)
     losses = {
         f"history.{position}.{name}": torch.tensor([h[name] for h in history], dtype=torch.float64)
         for position, name in enumerate(history[0])
@@ -303,10 +331,7 @@ def fit(
     result = result if result is not None else FitResult()
     segment = segment or iterations
     if resume is not None:
-        result.history[:] = _restore(resume, optimizer)
-        if len(result.history) % segment or len(result.history) > iterations:
-            log.warning("ignoring %s: it stopped mid-segment", resume.path)
-            result.history.clear()
+        result.history[:] = _restore(resume, optimizer, segment, iterations)
         if result.history:
             log.info(
                 "resuming after %s %d (iteration %d/%d) from %s",
