@@ -72,6 +72,17 @@ def _command_output(*cmd: str, cwd: Path) -> str:
         return "unknown"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # no /proc (macOS, Windows)
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(run_dir: str | os.PathLike, command: str, wall_clock: str | None) -> str:
     """A Markdown block: what was run, where, at which commit, with which libraries."""
     import numpy
@@ -81,14 +92,7 @@ def provenance(run_dir: str | os.PathLike, command: str, wall_clock: str | None)
     run_dir = Path(run_dir)
     commit = _command_output("git", "rev-parse", "--short", "HEAD", cwd=run_dir).strip()
     dirty = _command_output("git", "status", "--porcelain", "--untracked-files=no", cwd=run_dir)
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
+    cpu = _cpu_model()
     lines = [
         f"- command: `{command}`",
         f"- commit: `{commit}`" + (" (with uncommitted changes)" if dirty.strip() else ""),
