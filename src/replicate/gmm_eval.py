@@ -44,7 +44,7 @@ from torch import Tensor
 from replicate import metrics
 from replicate.gmm import GaussianMixture
 from replicate.plots import Panel, figure_gmm, figure_panels, save_figure, use_style
-from replicate.runtime import atomic_path, resolve_device, use_threads, write_json
+from replicate.runtime import atomic_path, resolve_device, use_threads, write_json, write_table
 
 __all__ = [
     "EXACT_SEED_OFFSET",
@@ -349,10 +349,7 @@ def gmm_metrics_table(
         ["label_map", "model"],
         key=lambda col: col.map(rank).fillna(len(rank)) if col.name == "model" else col,
     ).reset_index(drop=True)
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(_markdown(table) + "\n")
+    write_table(table, csv_path, md_path, _markdown(table))
     log.info("GMM metrics over %d runs:\n%s", len(runs), _markdown(table))
     return table
 

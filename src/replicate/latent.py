@@ -33,7 +33,13 @@ from torch import Tensor, nn
 from replicate.autoencoder import AutoEncoder
 from replicate.conditional_flow import ConditionalFlow
 from replicate.data import load_images
-from replicate.runtime import atomic_path, load_checkpoint, save_checkpoint, use_threads
+from replicate.runtime import (
+    load_checkpoint,
+    save_checkpoint,
+    use_threads,
+    write_npz,
+    write_table,
+)
 from replicate.training import EpochBatches, Resume, fit, make_optimizer
 
 __all__ = [
@@ -527,14 +533,6 @@ def table1(evaluations: Mapping[str, Sequence[float]]) -> pd.DataFrame:
     )
 
 
-def write_table(frame: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike):
-    """Write a table as CSV and Markdown, each atomically."""
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
-
-
 # -- pipeline stages: one call per Snakemake rule ---------------------------------------------
 def autoencoder_stage(
     data_dir: str | os.PathLike,
@@ -588,9 +586,7 @@ def encode_stage(
         arrays[f"{split}_u"] = encode_images(model, images, device=str(dev))
         arrays[f"{split}_y"] = labels
         log.info("encoded %d %s images of %s", len(images), split, dataset)
-    with atomic_path(latents_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_npz(latents_path, **arrays)
 
 
 def reconstruction_figure_stage(
@@ -692,9 +688,7 @@ def samples_stage(
     flow = load_latent_flow(flow_path, latent_config["flow"])
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
     images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
-    with atomic_path(samples_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels)
+    write_npz(samples_path, images=images, labels=labels)
     log.info("wrote %d generated images (seed %d) to %s", len(images), seed, samples_path)
 
 
@@ -734,9 +728,7 @@ def fig5_4_stage(
     flow = load_latent_flow(flow_path, latent_config["flow"])
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
     grid, z = style_images(flow, ae, int(latent_config["n_style_rows"]), seed)
-    with atomic_path(images_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=grid, z=z)
+    write_npz(images_path, images=grid, z=z)
     use_style()
     fig = figure_image_grid(
         grid,
@@ -770,6 +762,6 @@ def table1_stage(
         result = json.loads(Path(path).read_text())
         accuracies.setdefault(result["dataset"], []).append(float(result["accuracy"]))
     frame = table1(accuracies)
-    write_table(frame, csv_path, md_path)
+    write_table(frame, csv_path, md_path, frame.to_markdown(index=False, floatfmt=".4f"))
     log.info("Table 1:\n%s", frame.to_string(index=False))
     return frame

@@ -47,11 +47,12 @@ from replicate.latent import (
     save_latent_model,
 )
 from replicate.runtime import (
-    atomic_path,
     load_checkpoint,
     save_checkpoint,
     use_threads,
     write_json,
+    write_npz,
+    write_table,
 )
 from replicate.training import EpochBatches, fit, make_optimizer
 
@@ -698,9 +699,7 @@ def cinn_samples_stage(
         int(latent_config["n_eval_samples_per_class"])
     )
     images = decode_to_uint8(ae, model.sample(labels))
-    with atomic_path(samples_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels.numpy().astype(np.int64))
+    write_npz(samples_path, images=images, labels=labels.numpy().astype(np.int64))
     log.info("wrote %d cINN samples (seed %d) to %s", len(images), seed, samples_path)
 
 
@@ -869,9 +868,6 @@ def latent_metrics_stage(
     )
     table["model"] = table["model"].map(lambda m: MODEL_NAMES.get(m, f"reference: {m}"))
     table = table.reset_index(drop=True)
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(_markdown(table))
+    write_table(table, csv_path, md_path, _markdown(table))
     log.info("latent metrics:\n%s", table.to_string(index=False))
     return table

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from replicate.runtime import atomic_path
+from replicate.runtime import atomic_path, write_table
 
 __all__ = ["job_costs", "main", "provenance", "publish"]
 
@@ -138,10 +138,9 @@ def publish(
     )
     total["max_rss_mb"] = costs["max_rss_mb"].max() if len(costs) else float("nan")
     shown = pd.concat([costs, total], ignore_index=True)
-    with atomic_path(dest / "costs.csv") as tmp:
-        shown.to_csv(tmp, index=False)
-    with atomic_path(dest / "costs.md") as tmp:
-        tmp.write_text(shown.to_markdown(index=False, floatfmt=".1f") + "\n")
+    write_table(
+        shown, dest / "costs.csv", dest / "costs.md", shown.to_markdown(index=False, floatfmt=".1f")
+    )
     with atomic_path(dest / "provenance.md") as tmp:
         tmp.write_text(provenance(run_dir, command, wall_clock))
     return dest

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -155,6 +156,40 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def write_table(
+    frame: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, markdown: str
+) -> None:
+    """Write a table as CSV (every column) and its Markdown rendering, each atomically.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> frame = pd.DataFrame({"model": ["ours"], "accuracy": [0.98]})
+        >>> write_table(frame, folder / "t.csv", folder / "t.md", frame.to_markdown(index=False))
+        >>> pd.read_csv(folder / "t.csv").equals(frame)
+        True
+    """
+    with atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(markdown.rstrip("\n") + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write named arrays as an uncompressed ``.npz``, atomically (``np.load`` reads it back).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "samples.npz"
+        >>> write_npz(path, labels=np.arange(3))
+        >>> np.load(path)["labels"].tolist()
+        [0, 1, 2]
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+            np.savez(f, **arrays)
 
 
 # Stands for a key one configuration has and the other lacks.
