@@ -148,7 +148,11 @@ def publish(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python3 -m replicate.publish --run-dir DIR --name NAME --command CMD``."""
-    parser = argparse.ArgumentParser(prog="python3 -m replicate.publish", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m replicate.publish",
+        description=__doc__.split("\nExample:", 1)[0],  # the doctest is for pytest, not --help
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--run-dir", default=".", help="where the run wrote results/")
     parser.add_argument("--name", required=True, help="folder name below results/readme/")
     parser.add_argument("--command", required=True, help="the command that made the run")
