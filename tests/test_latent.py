@@ -142,9 +142,7 @@ def test_training_learns_to_classify_separable_latents() -> None:
     # is checked exactly in test_sample_is_the_exact_inverse_of_the_forward_pass.)
 
 
-def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_killed_and_resumed_flow_training_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     u, y = _clusters(300)
     cfg = {**FLOW_CFG, "epochs": 3}
     reference, ref_summary = train_latent_flow(u, y, cfg, seed=2, progress_every=0)

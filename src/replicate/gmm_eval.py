@@ -349,8 +349,9 @@ def gmm_metrics_table(
         ["label_map", "model"],
         key=lambda col: col.map(rank).fillna(len(rank)) if col.name == "model" else col,
     ).reset_index(drop=True)
-    write_table(table, csv_path, md_path, _markdown(table))
-    log.info("GMM metrics over %d runs:\n%s", len(runs), _markdown(table))
+    markdown = _markdown(table)
+    write_table(table, csv_path, md_path, markdown)
+    log.info("GMM metrics over %d runs:\n%s", len(runs), markdown)
     return table
 
 

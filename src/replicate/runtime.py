@@ -20,13 +20,15 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+if TYPE_CHECKING:  # pandas only for the annotation: runtime is imported by every rule
+    import pandas as pd
 
 __all__ = [
     "CheckpointMismatch",
@@ -165,6 +167,7 @@ def write_table(
 
     Example:
         >>> import tempfile
+        >>> import pandas as pd
         >>> folder = Path(tempfile.mkdtemp())
         >>> frame = pd.DataFrame({"model": ["ours"], "accuracy": [0.98]})
         >>> write_table(frame, folder / "t.csv", folder / "t.md", frame.to_markdown(index=False))
