@@ -38,8 +38,10 @@ def snakemake(
     configfile: Path | None = SMOKE_CONFIG,
     check: bool = True,
     timeout: float = 1800,
+    cores: int | None = min(2, os.cpu_count() or 1),
 ) -> subprocess.CompletedProcess[str]:
-    """Run the workflow of this checkout in ``workdir``, by default on the smoke configuration."""
+    """Run the workflow of this checkout in ``workdir``, by default on the smoke configuration
+    (``cores=None``: without ``--cores``, as a user types commands that run no job)."""
     cmd = [
         sys.executable,
         "-m",
@@ -48,8 +50,7 @@ def snakemake(
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        "--cores",
-        str(min(2, os.cpu_count() or 1)),
+        *(["--cores", str(cores)] if cores else []),
         *(["--configfile", str(configfile)] if configfile else []),
         *args,
     ]

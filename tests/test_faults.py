@@ -71,9 +71,10 @@ def test_sigkilled_autoencoder_resumes_and_equals_an_uninterrupted_run(
     job.wait()
     assert not (killed / AE_MODEL).exists(), "a killed job left its output behind"
 
-    # A killed snakemake leaves its lock; `--unlock` is the documented first step.
+    # A killed snakemake leaves its lock; `snakemake --unlock` is the documented first step, typed
+    # as the README has it (no --cores).
     config_args = ("--configfile", str(configfile))
-    snakemake(killed, "--unlock", AE_MODEL, *config_args, configfile=None)
+    snakemake(killed, "--unlock", AE_MODEL, *config_args, configfile=None, cores=None)
     snakemake(killed, AE_MODEL, *config_args, configfile=None)
     log = (killed / AE_LOG).read_text()
     assert "resuming after epoch" in log, log[-3000:]
