@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,21 @@ PAPER_TABLES = [
 ]
 
 
+@functools.cache
+def local_env() -> dict[str, str]:
+    """The environment for local Snakemake runs of the suite.
+
+    Where SLURM's client tools are installed but no controller answers (this machine between SLURM
+    tests), the SLURM executor plugin (2.8) waits ~9 s in `scontrol show config` every time
+    Snakemake starts, local runs included. A stand-in `scontrol` first on PATH fails at once and
+    spares each local run that wait; local runs never use SLURM (tests/test_slurm.py uses the real
+    one)."""
+    shim = Path(tempfile.mkdtemp(prefix="replicate-no-scontrol-"))
+    (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (shim / "scontrol").chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def snakemake(
     workdir: Path,
     *args: str,
@@ -54,7 +71,9 @@ def snakemake(
         *(["--configfile", str(configfile)] if configfile else []),
         *args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=local_env()
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SMOKE_CONFIG, snakemake
+from conftest import REPO, SMOKE_CONFIG, local_env, snakemake
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ def _start(workdir: Path, configfile: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=local_env(),
         start_new_session=True,  # its own process group: SIGKILL reaches the job too
     )
 

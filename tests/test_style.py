@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, local_env
 
 SNAKE_FILES = [
     str(REPO / "Snakefile"),
@@ -30,7 +30,7 @@ PYTHON_DIRS = [
 def test_tool_is_clean(cmd: list[str]) -> None:
     if cmd[0] != "snakemake":
         cmd = [sys.executable, "-m", cmd[0], *cmd[1:]] if cmd[0] == "ruff" else cmd
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=local_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     if cmd[0] == "snakemake":
