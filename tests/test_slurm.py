@@ -230,15 +230,16 @@ def _close(a: object, b: object, where: str) -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+def _result_files(run: Path) -> set[Path]:
+    """Every file a run wrote below results/, relative to the run's directory."""
+    return {p.relative_to(run) for p in (run / "results").rglob("*") if p.is_file()}
+
+
 def _compare_outputs(ours: Path, local: Path, only: list[Path] | None = None) -> int:
     """Numbers in CSV/JSON/NPZ files agree with the local run (thread counts differ between the two
     runs, so floating-point sums may differ in the last bits); PNG/PDF figures exist. Returns the
     number of files compared."""
-    files = only or [
-        p.relative_to(local)
-        for p in (local / "results").rglob("*")
-        if p.is_file() and not str(p.relative_to(local)).startswith(SKIP_DIRS)
-    ]
+    files = only or sorted(p for p in _result_files(local) if not str(p).startswith(SKIP_DIRS))
     compared = 0
     for rel in files:
         a, b = ours / rel, local / rel
@@ -271,13 +272,11 @@ def test_outputs_equal_a_local_run(slurm_run: dict, smoke_run: Path) -> None:
     """Every file of the local run was made through SLURM too, and CSV/JSON/NPZ files agree by
     value; the SLURM run made nothing the local run did not (its SLURM logs aside)."""
     assert _compare_outputs(slurm_run["dir"], smoke_run) > 0
-    made = {
-        p.relative_to(slurm_run["dir"])
-        for p in (slurm_run["dir"] / "results").rglob("*")
-        if p.is_file()
-    }
-    local = {p.relative_to(smoke_run) for p in (smoke_run / "results").rglob("*") if p.is_file()}
-    assert made == local, f"only in the SLURM run: {sorted(made - local)[:10]}"
+    made, local = _result_files(slurm_run["dir"]), _result_files(smoke_run)
+    assert made == local, (
+        f"only in the SLURM run: {sorted(made - local)[:10]}; "
+        f"only in the local run: {sorted(local - made)[:10]}"
+    )
 
 
 @pytest.mark.slow
