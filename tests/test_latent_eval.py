@@ -1,5 +1,6 @@
 """Beyond-the-paper metrics for E3: Frechet distance vs closed forms, the linear probe on separable
-and on independent labels, the independent classifier, and the cINN baseline's Bayes' rule."""
+and on independent labels, the classifier on the code against the Bayes accuracy, the independent
+image classifier, and the cINN baseline's Bayes' rule."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from replicate.latent_eval import (
     LatentCINN,
     bayes_log_posterior,
     classifier_outputs,
+    code_classifier_accuracy,
     feature_frechet_distance,
     fit_logistic_regression,
     frechet_distance,
@@ -135,6 +137,36 @@ def test_probe_prediction_matches_the_optimal_linear_rule_on_two_gaussians() -> 
     assert mismatch <= 2 / 61  # at most the grid points next to the threshold differ
     acc = np.mean(predict(x[10_000:]) == y[10_000:])
     assert acc == pytest.approx(norm.cdf(1.0), abs=0.015)
+
+
+def test_code_classifier_separates_a_ring_that_no_linear_probe_can() -> None:
+    # Label 1 outside the circle holding half of a standard 2-D Gaussian's mass: the Bayes
+    # accuracy is 1, a linear rule's is about 0.5.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4000, 2))
+    y = ((x**2).sum(1) > 2.0 * math.log(2.0)).astype(np.int64)
+    split = (x[:3000], y[:3000], x[3000:], y[3000:])
+    assert probe_accuracy(*split, n_classes=2) < 0.6
+    assert code_classifier_accuracy(*split, n_classes=2) > 0.95
+
+
+def test_code_classifier_reaches_but_does_not_beat_the_bayes_accuracy() -> None:
+    # Two unit Gaussians at -1 and +1: no classifier beats Phi(1) = 0.841 on fresh points.
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 8000)
+    x = (2.0 * y - 1.0)[:, None] + rng.normal(size=(8000, 1))
+    acc = code_classifier_accuracy(x[:4000], y[:4000], x[4000:], y[4000:], n_classes=2)
+    # 4000 test points: the std of the accuracy is sqrt(0.84 * 0.16 / 4000) = 0.006.
+    assert acc == pytest.approx(norm.cdf(1.0), abs=0.02)
+
+
+def test_code_classifier_is_reproducible_and_rejects_mismatched_shapes() -> None:
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(600, 3)), rng.integers(0, 10, 600)
+    first = code_classifier_accuracy(x[:400], y[:400], x[400:], y[400:], epochs=2, seed=3)
+    assert code_classifier_accuracy(x[:400], y[:400], x[400:], y[400:], epochs=2, seed=3) == first
+    with pytest.raises(ValueError, match="disagree"):
+        code_classifier_accuracy(x[:400], y[:300], x[400:], y[400:])
 
 
 # -- the independent classifier ---------------------------------------------------------------
