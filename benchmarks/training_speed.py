@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from replicate.benchmark import benchmark_training_speed
-from replicate.gmm_experiment import model_names
+from replicate.gmm_models import model_names
 from replicate.runtime import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]

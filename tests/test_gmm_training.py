@@ -17,14 +17,8 @@ from scipy.stats import multivariate_normal
 
 from replicate.config import ConfigError, check_config
 from replicate.gmm import GaussianMixture
-from replicate.gmm_experiment import (
-    MODEL_NAMES,
-    build_model,
-    load_gmm_model,
-    model_names,
-    train_gmm_model,
-    training_settings,
-)
+from replicate.gmm_experiment import build_model, load_gmm_model, train_gmm_model
+from replicate.gmm_models import MODEL_NAMES, model_names, training_settings
 from replicate.runtime import CheckpointMismatch
 
 torch.set_num_threads(1)

@@ -16,9 +16,29 @@ Example:
     torch.Size([3, 2])
 """
 
-from replicate.cinn import ConditionalINN
-from replicate.conditional_flow import ConditionalFlow
-from replicate.flows import InvertibleNetwork
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from replicate.cinn import ConditionalINN
+    from replicate.conditional_flow import ConditionalFlow
+    from replicate.flows import InvertibleNetwork
 
 __all__ = ["ConditionalFlow", "ConditionalINN", "InvertibleNetwork"]
 __version__ = "0.1.0"
+
+# The classes load on first use (PEP 562): the workflow imports torch-free submodules such as
+# replicate.config at every Snakemake start, which should not pay for importing torch.
+_LAZY = {
+    "ConditionalFlow": "replicate.conditional_flow",
+    "ConditionalINN": "replicate.cinn",
+    "InvertibleNetwork": "replicate.flows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'replicate' has no attribute {name!r}")

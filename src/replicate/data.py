@@ -37,13 +37,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from replicate.runtime import write_json
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch (also through replicate.runtime) is imported inside the functions that need it: the
+# workflow imports this module at every start to re-check the data (check_prepared), and on a
+# cluster that is once per job.
 
 __all__ = [
     "DATASETS",
@@ -537,6 +540,8 @@ def prepare_dataset(
         >>> record["files"]["t10k-labels-idx1-ubyte"]["dims"], (out / "verified.json").is_file()
         ([10], True)
     """
+    from replicate.runtime import write_json
+
     info = _info(dataset)
     expected = dict(expected_sha256 or EXPECTED_SHA256[dataset])
     unknown = [s for s in sources if s not in SOURCES]
@@ -705,6 +710,7 @@ def load_split(
         >>> tuple(images.shape), labels[:12].tolist()
         ((30, 28, 28), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
     """
+    import torch
     import torchvision.datasets
 
     info = _info(dataset)
@@ -751,6 +757,8 @@ def write_synthetic_dataset(
         >>> load_split(d, "mnist", "train")[1].tolist()[-3:]
         [9, 0, 1]
     """
+    from replicate.runtime import write_json
+
     info = _info(dataset)
     data_dir = Path(data_dir)
     rng = np.random.default_rng(seed)

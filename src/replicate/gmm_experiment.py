@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from replicate.cinn import ConditionalINN
 from replicate.conditional_flow import ConditionalFlow
 from replicate.gmm import GaussianMixture
+from replicate.gmm_models import INN_PREFIX, model_section, training_settings
 from replicate.inn import INN
 from replicate.runtime import (
     TrainingDiverged,
@@ -53,69 +54,16 @@ from replicate.runtime import (
 from replicate.training import FitResult, Resume, fit, make_optimizer
 
 __all__ = [
-    "MODEL_NAMES",
     "GMMModel",
     "build_model",
     "load_gmm_model",
-    "model_names",
     "train_gmm_model",
-    "training_settings",
 ]
 
 log = logging.getLogger("replicate")
 
-MODEL_NAMES: tuple[str, ...] = ("ours", "inn_full", "inn_forward_only", "inn_altered_ramp", "cinn")
-_INN_PREFIX = "inn_"
 # Iterations between resume checkpoints: at the paper's size about a minute of CPU time.
 RESUME_EVERY = 50
-
-
-def model_names(gmm_config: Mapping[str, Any]) -> list[str]:
-    """The models a ``gmm:`` config trains: ours, one INN per configured variant, the cINN.
-
-    Example:
-        >>> model_names({"inn": {"variants": {"full": {}, "forward_only": {}}}})
-        ['ours', 'inn_full', 'inn_forward_only', 'cinn']
-    """
-    variants = gmm_config.get("inn", {}).get("variants", {})
-    return ["ours", *(f"{_INN_PREFIX}{v}" for v in variants), "cinn"]
-
-
-def _section(name: str) -> str:
-    if name in ("ours", "cinn"):
-        return name
-    if name.startswith(_INN_PREFIX):
-        return "inn"
-    raise ValueError(f"unknown GMM model '{name}': use one of {MODEL_NAMES}")
-
-
-def training_settings(gmm_config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The part of a ``gmm:`` config that determines how model ``name`` trains.
-
-    Snakemake passes only this as the training rule's params, so changing an evaluation key (e.g.
-    ``n_test``) does not retrain anything. The result is itself a valid ``gmm_config`` for
-    :func:`train_gmm_model` and :func:`build_model`.
-
-    Example:
-        >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "network": {}, "n_test": 99,
-        ...        "ours": {"eps": 0.1}, "cinn": {}}
-        >>> sorted(training_settings(cfg, "ours"))
-        ['batch_size', 'iterations', 'n_train', 'network', 'ours']
-    """
-    section = _section(name)
-    out = {k: gmm_config[k] for k in ("n_train", "batch_size", "iterations", "network")}
-    settings = dict(gmm_config[section])
-    if section == "inn":
-        variant = name[len(_INN_PREFIX) :]
-        variants = settings.pop("variants")
-        if variant not in variants:
-            raise ValueError(
-                f"gmm.inn.variants has no variant '{variant}' (model '{name}'); configured: "
-                f"{sorted(variants)}"
-            )
-        settings["variants"] = {variant: variants[variant]}
-    out[section] = settings
-    return out
 
 
 def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: int) -> nn.Module:
@@ -130,7 +78,7 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
         >>> type(build_model("cinn", cfg, "all", seed=0)).__name__
         'ConditionalINN'
     """
-    section = _section(name)
+    section = model_section(name)
     gm = GaussianMixture(label_map)
     net = dict(gmm_config["network"])
     network = {
@@ -156,7 +104,7 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
         if section == "cinn":
             return ConditionalINN(gm.data_dim, gm.condition_dim, **network)
         cfg = gmm_config["inn"]
-        variant = cfg["variants"].get(name[len(_INN_PREFIX) :])
+        variant = cfg["variants"].get(name[len(INN_PREFIX) :])
         if variant is None:
             raise ValueError(f"gmm.inn.variants has no entry for model '{name}'")
         return INN(
@@ -221,7 +169,7 @@ def train_gmm_model(
     """
     use_threads(threads)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    section = _section(name)
+    section = model_section(name)
     metadata = _metadata(name, gmm_config, label_map)
     seed_everything(seed)
     gm = GaussianMixture(label_map)
@@ -305,7 +253,7 @@ class GMMModel:
     """The interface the evaluation uses for every trained GMM model.
 
     Attributes:
-        name: the model name (see :data:`MODEL_NAMES`).
+        name: the model name (see :data:`replicate.gmm_models.MODEL_NAMES`).
         n_labels: number of labels of the label map.
         has_log_prob: whether :meth:`log_prob` gives densities (False for the INN variants).
         module: the underlying torch model.

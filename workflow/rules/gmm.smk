@@ -1,7 +1,7 @@
 # E1/E2: train every Gaussian-mixture model (ours, the INN variants of Figure 5.2, the cINN) for
 # every label map and seed. A diverged run still writes its outputs, with `diverged: true` in its
 # status JSON, so the evaluation reports it instead of the DAG stopping.
-from replicate.gmm_experiment import model_names, training_settings
+from replicate.gmm_models import model_names, training_settings
 
 GMM_MODELS = model_names(config["gmm"])
 

@@ -2,7 +2,7 @@
 # (accuracy vs Bayes, samples in the requested mode, W2 to exact samples, held-out NLL), the true
 # posterior scored the same way as the reference row "exact", Figures 5.1 and 5.2, the metric table
 # and the training-speed benchmark. Uses GMM_MODELS from gmm.smk.
-from replicate.gmm_experiment import training_settings
+from replicate.gmm_models import training_settings
 
 GMM_LABEL_MAPS = config["gmm"]["label_maps"]
 GMM_EVAL_KEYS = {k: config["gmm"][k] for k in ("n_test", "n_posterior_samples")}
