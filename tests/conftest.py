@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,7 @@ def local_env() -> dict[str, str]:
     spares each local run that wait; local runs never use SLURM (tests/test_slurm.py uses the real
     one)."""
     shim = Path(tempfile.mkdtemp(prefix="replicate-no-scontrol-"))
+    atexit.register(shutil.rmtree, shim, ignore_errors=True)
     (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
     (shim / "scontrol").chmod(0o755)
     return {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
