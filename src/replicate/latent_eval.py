@@ -295,6 +295,23 @@ def feature_frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> 
 
 
 # -- probes: label information in z and in the code u -----------------------------------------
+def _standardised_pairs(
+    x: np.ndarray | Tensor, y: np.ndarray | Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Callable[[np.ndarray | Tensor], Tensor]]:
+    """Training inputs standardised by their own mean and std, the labels, and the same map for
+    new inputs; the shapes checked."""
+    xt = torch.as_tensor(np.asarray(x), dtype=dtype)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    if xt.ndim != 2 or len(xt) != len(yt) or len(xt) == 0:
+        raise ValueError(f"x (N, d) and y (N,) disagree: {tuple(xt.shape)}, {tuple(yt.shape)}")
+    mean, std = xt.mean(0), xt.std(0).clamp_min(1e-12)
+
+    def standardise(x_new: np.ndarray | Tensor) -> Tensor:
+        return (torch.as_tensor(np.asarray(x_new), dtype=dtype) - mean) / std
+
+    return (xt - mean) / std, yt, standardise
+
+
 def fit_logistic_regression(
     x: np.ndarray | Tensor,
     y: np.ndarray | Tensor,
@@ -314,13 +331,8 @@ def fit_logistic_regression(
         >>> predict(np.array([[-3.0], [3.0]])).tolist()
         [0, 1]
     """
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float64)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.int64)
-    if xt.ndim != 2 or len(xt) != len(yt) or len(xt) == 0:
-        raise ValueError(f"x (N, d) and y (N,) disagree: {tuple(xt.shape)}, {tuple(yt.shape)}")
-    mean, std = xt.mean(0), xt.std(0).clamp_min(1e-12)
-    xs = (xt - mean) / std
-    weight = torch.zeros(xt.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+    xs, yt, standardise = _standardised_pairs(x, y, torch.float64)
+    weight = torch.zeros(xs.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
@@ -336,8 +348,7 @@ def fit_logistic_regression(
     w, b = weight.detach(), bias.detach()
 
     def predict(x_new: np.ndarray | Tensor) -> np.ndarray:
-        xn = (torch.as_tensor(np.asarray(x_new), dtype=torch.float64) - mean) / std
-        return (xn @ w + b).argmax(1).numpy()
+        return (standardise(x_new) @ w + b).argmax(1).numpy()
 
     return predict
 
@@ -389,31 +400,25 @@ def code_classifier_accuracy(
         >>> code_classifier_accuracy(x[:1500], y[:1500], x[1500:], y[1500:], n_classes=2) > 0.9
         True
     """
-    xt = torch.as_tensor(np.asarray(train_x), dtype=torch.float32)
-    yt = torch.as_tensor(np.asarray(train_y), dtype=torch.int64)
-    if xt.ndim != 2 or len(xt) != len(yt) or len(xt) == 0:
-        raise ValueError(f"x (N, d) and y (N,) disagree: {tuple(xt.shape)}, {tuple(yt.shape)}")
-    mean, std = xt.mean(0), xt.std(0).clamp_min(1e-12)
+    xs, yt, standardise = _standardised_pairs(train_x, train_y, torch.float32)
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Linear(xt.shape[1], hidden),
+        nn.Linear(xs.shape[1], hidden),
         nn.ReLU(),
         nn.Linear(hidden, hidden),
         nn.ReLU(),
         nn.Linear(hidden, n_classes),
     )
-    batches = EpochBatches(len(xt), min(batch_size, len(xt)), seed)
+    batches = EpochBatches(len(xs), min(batch_size, len(xs)), seed)
     optimizer = make_optimizer(model.parameters(), lr=lr)
-    xs = (xt - mean) / std
 
     def step(i: int) -> dict[str, Tensor]:
         idx = batches(i)
         return {"loss": nn.functional.cross_entropy(model(xs[idx]), yt[idx])}
 
     fit(step, optimizer, epochs * batches.per_epoch, progress_every=0, seed=seed)
-    test = (torch.as_tensor(np.asarray(test_x), dtype=torch.float32) - mean) / std
     with torch.no_grad():
-        predicted = model(test).argmax(1).numpy()
+        predicted = model(standardise(test_x)).argmax(1).numpy()
     return float(np.mean(predicted == np.asarray(test_y)))
 
 
@@ -860,33 +865,36 @@ def reference_stage(
         lat = {k: f[k] for k in ("train_u", "train_y", "test_u", "test_y")}
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
     recon = decode_to_uint8(ae, torch.as_tensor(lat["test_u"]))
+
+    def row(model: str, n_samples: int, **metrics: float) -> dict[str, Any]:
+        """One reference row: the metrics it has, NaN for the others."""
+        entry = {
+            "dataset": dataset,
+            "model": model,
+            "seed": None,
+            **dict.fromkeys(TABLE_METRICS, float("nan")),
+            **metrics,
+            "n_samples": n_samples,
+        }
+        log.info("%s %s: %s", dataset, model, entry)
+        return entry
+
     rows = [
-        {
-            # The classifier's own test accuracy: the ceiling of sample_accuracy. The distance of
-            # the test set to itself is 0 by definition, so it is left out.
-            "dataset": dataset,
-            "model": "real test images",
-            "seed": None,
-            "test_accuracy": float("nan"),
-            "sample_accuracy": float(np.mean(real_logits.argmax(1) == real_labels)),
-            "frechet_distance": float("nan"),
-            "label_probe_accuracy": float("nan"),
-            "n_samples": len(real),
-        },
-        {
-            "dataset": dataset,
-            "model": "MLP on the auto-encoder code",
-            "seed": None,
-            "test_accuracy": code_classifier_accuracy(
+        # The classifier's own test accuracy: the ceiling of sample_accuracy. The distance of the
+        # test set to itself is 0 by definition, so it is left out.
+        row(
+            "real test images",
+            len(real),
+            sample_accuracy=float(np.mean(real_logits.argmax(1) == real_labels)),
+        ),
+        row(
+            "MLP on the auto-encoder code",
+            len(lat["test_u"]),
+            test_accuracy=code_classifier_accuracy(
                 lat["train_u"], lat["train_y"], lat["test_u"], lat["test_y"]
             ),
-            "sample_accuracy": float("nan"),
-            "frechet_distance": float("nan"),
-            "label_probe_accuracy": float("nan"),
-            "n_samples": len(lat["test_u"]),
-        },
+        ),
     ]
-    log.info("%s %s: %s", dataset, rows[-1]["model"], rows[-1])
     for name, images, labels, probe in (
         ("real train images", train_x, train_y, float("nan")),
         (
@@ -898,18 +906,14 @@ def reference_stage(
     ):
         logits, features = classifier_outputs(classifier, images)
         rows.append(
-            {
-                "dataset": dataset,
-                "model": name,
-                "seed": None,
-                "test_accuracy": float("nan"),
-                "sample_accuracy": float(np.mean(logits.argmax(1) == labels)),
-                "frechet_distance": feature_frechet_distance(features, real_features),
-                "label_probe_accuracy": probe,
-                "n_samples": len(images),
-            }
+            row(
+                name,
+                len(images),
+                sample_accuracy=float(np.mean(logits.argmax(1) == labels)),
+                frechet_distance=feature_frechet_distance(features, real_features),
+                label_probe_accuracy=probe,
+            )
         )
-        log.info("%s %s: %s", dataset, name, rows[-1])
     write_json(json_path, {"rows": rows})
     return rows
 
