@@ -27,11 +27,17 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def tiny_config(iterations: int = 3, **network) -> dict:
-    """The paper's gmm section shrunk to seconds: small network, data and budget."""
+def tiny_config(iterations: int = 3, network: str = "paper", **settings) -> dict:
+    """The paper's gmm section shrunk to seconds: small network, data and budget.
+
+    It holds one ``network`` (the named one of ``gmm.networks``, shrunk) in place of
+    ``networks``, the shape :func:`training_settings` returns and the library takes.
+    """
     cfg = copy.deepcopy(PAPER["gmm"])
     cfg.update(n_train=4096, batch_size=256, iterations=iterations)
-    cfg["network"].update({"n_blocks": 2, "hidden": 32, **network})
+    chosen = cfg.pop("networks")[network]
+    del cfg["figure_network"]
+    cfg["network"] = {**chosen, "n_blocks": 2, "hidden": 32, **settings}
     return cfg
 
 
@@ -96,12 +102,28 @@ def test_model_names_follow_the_configured_variants() -> None:
     assert tuple(model_names(PAPER["gmm"])) == MODEL_NAMES
 
 
-def test_training_settings_drop_evaluation_keys_and_other_variants() -> None:
-    s = training_settings(PAPER["gmm"], "inn_forward_only")
-    assert "n_test" not in s and "ours" not in s
+def test_training_settings_drop_evaluation_keys_other_variants_and_other_networks() -> None:
+    s = training_settings(PAPER["gmm"], "inn_forward_only", "reference")
+    assert "n_test" not in s and "ours" not in s and "networks" not in s
     assert list(s["inn"]["variants"]) == ["forward_only"]
+    assert s["network"] == PAPER["gmm"]["networks"]["reference"]
+    assert training_settings(s, "inn_forward_only") == s  # a result is its own settings
     with pytest.raises(ValueError, match="unknown GMM model"):
-        training_settings(PAPER["gmm"], "gan")
+        training_settings(PAPER["gmm"], "gan", "reference")
+    with pytest.raises(ValueError, match="no network 'wide'"):
+        training_settings(PAPER["gmm"], "ours", "wide")
+
+
+def test_each_model_on_the_reference_network_has_the_notebooks_width() -> None:
+    # ndim_tot = 16: the INN pads its output side ([z 2, pad 6, y 8]), ours takes z = 16 - 8;
+    # the cINN maps x (2) to z (2) whatever the width.
+    widths = {}
+    for name in ("ours", "inn_full", "cinn"):
+        settings = training_settings(PAPER["gmm"], name, "reference")
+        widths[name] = build_model(name, settings, "all", seed=0).network.dim
+    assert widths == {"ours": 16, "inn_full": 16, "cinn": 2}
+    paper = training_settings(PAPER["gmm"], "ours", "paper")
+    assert build_model("ours", paper, "all", seed=0).network.dim == 10
 
 
 def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:

@@ -99,10 +99,14 @@ def test_each_loss_term_on_the_identity_network_without_noise() -> None:
         ((torch.cat([x[:, :1], c], 1) - torch.cat([x, torch.zeros(2, 2)], 1)) ** 2).mean()
     )
     assert float(terms["x_reconstruction"]) == pytest.approx(expected_rec)
-    # backward: x-part of f^-1([z ~ N(0,1), c]) is [z, c_0]; replay the same random draws
+    # backward: x-part of f^-1([z ~ N(0,1), c]) is [z, c_0]; replay the same random draws, in the
+    # reference's order (noise of scale 0 is drawn all the same)
     torch.manual_seed(0)
-    z_fwd = torch.randn(2, 1, dtype=torch.float64)  # the z-MMD's prior sample
-    z_back = torch.randn(2, 1, dtype=torch.float64)
+    f64 = {"dtype": torch.float64}
+    torch.randn(2, 2, **f64), torch.randn(2, 3, **f64)  # input padding, label noise
+    z_fwd = torch.randn(2, 1, **f64)  # the z-MMD's prior sample
+    torch.randn(2, 3, **f64), torch.randn(2, 1, **f64)  # fresh label noise, z perturbation
+    z_back = torch.randn(2, 1, **f64)
     x_back = torch.cat([z_back, c[:, :1]], dim=1)
     assert float(terms["x_backward"]) == pytest.approx(mmd_numpy(x_back.numpy(), x.numpy(), WIDTHS))
     fake = torch.cat([x[:, :1], y_out], 1).numpy()
@@ -160,7 +164,7 @@ def test_padding_outputs_enter_the_fit_loss() -> None:
 
 def test_predict_and_sample_shapes_and_inverse_consistency() -> None:
     torch.manual_seed(0)
-    inn = INN(2, 8, 2, n_blocks=2, hidden=8)
+    inn = INN(2, 8, 2, n_blocks=2, hidden=8, sample_y_noise=0.0)
     assert inn.predict(torch.zeros(3, 2)).shape == (3, 8)
     cond = torch.eye(8)[1]
     z = torch.randn(4, 2)

@@ -138,7 +138,7 @@ def measure_training_speed(
 
     Columns: ``model, ms_per_iteration, ms_min, ms_max, ratio_to_ours, gflop_per_iteration,
     achieved_gflops, fraction_of_matmul``, then the settings (``device, batch_size, n_blocks,
-    hidden, iterations, rounds, threads, matmul_gflops, matmul_size, torch``).
+    hidden, subnet_layers, iterations, rounds, threads, matmul_gflops, matmul_size, torch``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     if "ours" not in models:
@@ -182,6 +182,7 @@ def measure_training_speed(
         batch_size=gmm_config["batch_size"],
         n_blocks=net["n_blocks"],
         hidden=net["hidden"],
+        subnet_layers=net["subnet_layers"],
         iterations=iterations,
         rounds=rounds,
         threads=torch.get_num_threads(),
@@ -204,37 +205,56 @@ def benchmark_training_speed(
     matmul_size: int = 2048,
     threads: int | None = None,
 ) -> pd.DataFrame:
-    """Run :func:`measure_training_speed`, log the table, write it as CSV (and Markdown)."""
+    """Run :func:`measure_training_speed` on each of ``gmm_config["networks"]``; log and write.
+
+    One table, a ``network`` column first; ``ratio_to_ours`` compares models on the same network.
+
+    Example:
+        >>> net = {"n_blocks": 1, "hidden": 4, "subnet_layers": 2, "clamp": 2.0}
+        >>> cfg = {"batch_size": 8, "networks": {"a": net, "b": net | {"hidden": 8}},
+        ...        "ours": {"latent_dim": 2, "eps": 0.1, "sigma": 0.05, "optimizer": {"lr": 1e-3}},
+        ...        "cinn": {"optimizer": {"lr": 1e-3}}}
+        >>> t = benchmark_training_speed(cfg, ["ours", "cinn"], "cpu", None, iterations=1,
+        ...                              warmup=0, rounds=1, matmul_size=32)
+        >>> t[["network", "model", "hidden"]].values.tolist()
+        [['a', 'ours', 4], ['a', 'cinn', 4], ['b', 'ours', 8], ['b', 'cinn', 8]]
+    """
     use_threads(threads)
-    log.info(
-        "benchmark on %s (%s, %d threads): batch %d, %d blocks, %d hidden, %d iterations x %d "
-        "rounds",
-        device,
-        platform.processor() or platform.machine(),
-        torch.get_num_threads(),
-        gmm_config["batch_size"],
-        gmm_config["network"]["n_blocks"],
-        gmm_config["network"]["hidden"],
-        iterations,
-        rounds,
-    )
-    table = measure_training_speed(
-        gmm_config, models, device, iterations, warmup, rounds, matmul_size
-    )
-    shown = table[
-        [
-            "model",
-            "ms_per_iteration",
-            "ratio_to_ours",
-            "gflop_per_iteration",
-            "achieved_gflops",
-            "fraction_of_matmul",
-        ]
-    ].to_markdown(index=False, floatfmt=".3f")
+    tables = []
+    for network, settings in gmm_config["networks"].items():
+        log.info(
+            "benchmark on %s (%s, %d threads), %s network: batch %d, %d blocks, %d hidden, "
+            "%d iterations x %d rounds",
+            device,
+            platform.processor() or platform.machine(),
+            torch.get_num_threads(),
+            network,
+            gmm_config["batch_size"],
+            settings["n_blocks"],
+            settings["hidden"],
+            iterations,
+            rounds,
+        )
+        config = {**gmm_config, "network": settings}
+        table = measure_training_speed(
+            config, models, device, iterations, warmup, rounds, matmul_size
+        )
+        table.insert(0, "network", network)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    shown = [
+        "network",
+        "model",
+        "ms_per_iteration",
+        "ratio_to_ours",
+        "gflop_per_iteration",
+        "achieved_gflops",
+        "fraction_of_matmul",
+    ]
     log.info(
         "training speed (plain float32 matmul: %.1f GFLOP/s)\n%s",
         float(table["matmul_gflops"].iloc[0]),
-        shown,
+        table[shown].to_markdown(index=False, floatfmt=".3f"),
     )
     if csv_path is not None:
         with atomic_path(csv_path) as tmp:
@@ -243,18 +263,14 @@ def benchmark_training_speed(
         with atomic_path(md_path) as tmp:
             # The CSV has every column; the Markdown keeps what a reader compares.
             columns = [
-                "model",
-                "ms_per_iteration",
-                "ratio_to_ours",
-                "gflop_per_iteration",
-                "achieved_gflops",
-                "fraction_of_matmul",
+                *shown,
                 "matmul_gflops",
                 "device",
                 "threads",
                 "batch_size",
                 "n_blocks",
                 "hidden",
+                "subnet_layers",
             ]
             tmp.write_text(table[columns].to_markdown(index=False, floatfmt=".4g") + "\n")
     return table

@@ -23,6 +23,10 @@ import yaml
 __all__ = ["ConfigError", "check_config", "schema_problems", "validate_config"]
 
 
+# The Gaussian mixture's one-hot label (8 modes), which every network's width must hold.
+GMM_CONDITION_DIM = 8
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and what is allowed."""
 
@@ -140,6 +144,20 @@ def _check_gmm(gmm: Mapping[str, Any]) -> None:
     n_train, batch = gmm.get("n_train"), gmm.get("batch_size")
     if n_train is not None and batch is not None and batch > n_train:
         raise ConfigError(f"gmm.batch_size ({batch}) must be <= gmm.n_train ({n_train})")
+    networks, shown = gmm.get("networks", {}), gmm.get("figure_network")
+    if networks and shown is not None and shown not in networks:
+        raise ConfigError(
+            f"gmm.figure_network '{shown}' is not one of gmm.networks {sorted(networks)}"
+        )
+    # x (2) and the one-hot label (8) must fit: the INN needs z + y <= width, ours z >= 1.
+    inn_latent = gmm.get("inn", {}).get("latent_dim", 1)
+    for name, network in networks.items():
+        width = network.get("total_dim")
+        if width is not None and width < GMM_CONDITION_DIM + max(inn_latent, 1):
+            raise ConfigError(
+                f"gmm.networks.{name}.total_dim ({width}) must be >= the label's "
+                f"{GMM_CONDITION_DIM} dims + gmm.inn.latent_dim ({inn_latent}), or null"
+            )
 
 
 def _check_latent(latent: Mapping[str, Any]) -> None:

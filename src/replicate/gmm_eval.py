@@ -147,12 +147,19 @@ def _posterior_scores(
 
 
 def _base_result(
-    model: str, label_map: str, seed: int, gmm_config: Mapping[str, Any], x: Tensor, y: Tensor
+    model: str,
+    network: str,
+    label_map: str,
+    seed: int,
+    gmm_config: Mapping[str, Any],
+    x: Tensor,
+    y: Tensor,
 ) -> dict[str, Any]:
     gm = GaussianMixture(label_map)
     true_ll = gm.log_likelihood(x)[torch.arange(len(y)), y]
     return {
         "model": model,
+        "network": network,
         "label_map": label_map,
         "seed": seed,
         "n_test": gmm_config["n_test"],
@@ -183,7 +190,7 @@ def evaluate_exact(
     """
     gm = GaussianMixture(label_map)
     x, y = held_out_set(label_map, gmm_config["n_test"], seed)
-    result = _base_result(EXACT, label_map, seed, gmm_config, x, y)
+    result = _base_result(EXACT, "-", label_map, seed, gmm_config, x, y)
     n = gmm_config["n_posterior_samples"]
     samples = _exact_samples(gm, n, EXACT_SEED_OFFSET + seed)
     reference = _exact_samples(gm, n, REFERENCE_SEED_OFFSET + seed)
@@ -225,11 +232,13 @@ def evaluate_gmm_run(
     samples_csv: str | os.PathLike,
     predictions_csv: str | os.PathLike,
     threads: int | None = None,
+    network: str = "",
 ) -> dict[str, Any]:
     """Evaluate one trained run against the exact posterior and write its three outputs.
 
     ``gmm_config`` must hold the model's training settings (to load the checkpoint) plus
-    ``n_test`` and ``n_posterior_samples``. A run whose status says ``diverged`` is not loaded: its
+    ``n_test`` and ``n_posterior_samples``; ``network`` is the name of its network (for the
+    table and figure titles). A run whose status says ``diverged`` is not loaded: its
     metrics are NaN (``null`` in the JSON), ``diverged`` is true, and the samples and predictions
     files hold only their header, so the table and figures report it instead of failing.
 
@@ -244,7 +253,7 @@ def evaluate_gmm_run(
     status = json.loads(Path(status_path).read_text())
     gm = GaussianMixture(label_map)
     x, y = held_out_set(label_map, gmm_config["n_test"], seed)
-    result = _base_result(model_name, label_map, seed, gmm_config, x, y)
+    result = _base_result(model_name, network, label_map, seed, gmm_config, x, y)
     result |= {
         "diverged": bool(status["diverged"]),
         "message": status.get("message", ""),
@@ -261,7 +270,12 @@ def evaluate_gmm_run(
     }
     if result["diverged"]:
         log.warning(
-            "%s %s seed %d diverged in training: %s", model_name, label_map, seed, result["message"]
+            "%s (%s network) %s seed %d diverged in training: %s",
+            model_name,
+            network,
+            label_map,
+            seed,
+            result["message"],
         )
         result |= nan_metrics | {"has_log_prob": None}
         _write_outputs(result, None, None, eval_json, samples_csv, predictions_csv)
@@ -295,7 +309,14 @@ def evaluate_gmm_run(
         samples_csv,
         predictions_csv,
     )
-    log.info("%s, label map %s, seed %d: %s", model_name, label_map, seed, _summary(result))
+    log.info(
+        "%s (%s network), label map %s, seed %d: %s",
+        model_name,
+        network,
+        label_map,
+        seed,
+        _summary(result),
+    )
     return result
 
 
@@ -309,13 +330,15 @@ def gmm_metrics_table(
     csv_path: str | os.PathLike,
     md_path: str | os.PathLike,
     model_order: Sequence[str] | None = None,
+    network_order: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per model x label map: mean and std over seeds of every metric, written as CSV and
-    Markdown.
+    """One row per model x network x label map: mean and std over seeds of every metric, written
+    as CSV and Markdown; sorted by label map, then network, then model (in the given orders).
 
-    Columns: ``model, label_map``, then for each of :data:`TABLE_METRICS` ``<metric>_mean`` and
-    ``<metric>_std``, ``bayes_accuracy`` and ``true_nll`` (means over the seeds' test sets, the
-    references for ``accuracy`` and ``nll``), ``n_seeds`` and ``n_diverged``. Means and stds skip
+    Columns: ``model, network, label_map`` (the exact posterior's network is ``-``), then for
+    each of :data:`TABLE_METRICS` ``<metric>_mean`` and ``<metric>_std``, ``bayes_accuracy`` and
+    ``true_nll`` (means over the seeds' test sets, the references for ``accuracy`` and ``nll``),
+    ``n_seeds`` and ``n_diverged``. Means and stds skip
     diverged runs (see :func:`replicate.metrics.summarise`).
 
     Example:
@@ -326,16 +349,18 @@ def gmm_metrics_table(
         >>> for s, p in enumerate(paths):
         ...     _ = evaluate_exact("all", cfg, s, p, d / "s.csv", d / "p.csv")
         >>> t = gmm_metrics_table(paths, d / "t.csv", d / "t.md")
-        >>> t[["model", "label_map", "n_seeds", "n_diverged"]].values.tolist()
-        [['exact', 'all', 2, 0]]
+        >>> t[["model", "network", "label_map", "n_seeds", "n_diverged"]].values.tolist()
+        [['exact', '-', 'all', 2, 0]]
     """
     runs = pd.DataFrame([_read_eval(p) for p in eval_paths])
     if runs.empty:
         raise ValueError("gmm_metrics_table: no evaluation files given")
-    table = metrics.summarise(runs, ["model", "label_map"], list(TABLE_METRICS))
-    refs = runs.groupby(["model", "label_map"], sort=False)[["bayes_accuracy", "true_nll"]].mean()
-    table = table.merge(refs.reset_index(), on=["model", "label_map"])
-    columns = ["model", "label_map"]
+    keys = ["model", "network", "label_map"]
+    runs["network"] = runs["network"].fillna("-") if "network" in runs else "-"
+    table = metrics.summarise(runs, keys, list(TABLE_METRICS))
+    refs = runs.groupby(keys, sort=False)[["bayes_accuracy", "true_nll"]].mean()
+    table = table.merge(refs.reset_index(), on=keys)
+    columns = list(keys)
     for m in TABLE_METRICS:
         columns += [f"{m}_mean", f"{m}_std"]
         if m == "accuracy":
@@ -344,11 +369,17 @@ def gmm_metrics_table(
             columns.append("true_nll")
     table = table[[*columns, "n_seeds", "n_diverged"]]
     order = list(model_order) if model_order else [EXACT, *sorted(set(runs["model"]) - {EXACT})]
-    rank = {name: i for i, name in enumerate(order)}
-    table = table.sort_values(
-        ["label_map", "model"],
-        key=lambda col: col.map(rank).fillna(len(rank)) if col.name == "model" else col,
-    ).reset_index(drop=True)
+    ranks = {
+        "model": {name: i for i, name in enumerate(order)},
+        "network": {name: i for i, name in enumerate(["-", *(network_order or [])])},
+    }
+
+    def rank(col: pd.Series) -> pd.Series:
+        if col.name not in ranks:
+            return col
+        return col.map(ranks[col.name]).fillna(len(ranks[col.name]))
+
+    table = table.sort_values(["label_map", "network", "model"], key=rank).reset_index(drop=True)
     markdown = _markdown(table)
     write_table(table, csv_path, md_path, markdown)
     log.info("GMM metrics over %d runs:\n%s", len(runs), markdown)
@@ -357,7 +388,7 @@ def gmm_metrics_table(
 
 def _markdown(table: pd.DataFrame) -> str:
     """Mean +- std cells, readable in the report."""
-    out = table[["model", "label_map"]].copy()
+    out = table[["model", "network", "label_map"]].copy()
     digits = {"seconds_per_iteration": 4, "w2": 3, "nll": 3}
     for m in TABLE_METRICS:
         d = digits.get(m, 3)
@@ -403,6 +434,12 @@ def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
     return {"cinn": "cINN", EXACT: "exact p(x | y)"}.get(model, model)
 
 
+def _network_name(result: Mapping[str, Any]) -> str:
+    """``"<network> network, "`` for a model's result; empty for the exact posterior."""
+    network = result.get("network", "-")
+    return "" if network in ("-", "") or not isinstance(network, str) else f"{network} network, "
+
+
 def _score_line(result: Mapping[str, Any]) -> str:
     return f"in mode {result['in_mode_fraction']:.3f}, W2 {result['w2']:.3f}"
 
@@ -418,7 +455,8 @@ def plot_fig5_1(
     result = _read_eval(eval_json)
     gm = GaussianMixture(result["label_map"])
     title = (
-        f"{model_title(result['model'])}, label map '{result['label_map']}', seed {result['seed']}"
+        f"{model_title(result['model'])}, {_network_name(result)}label map "
+        f"'{result['label_map']}', seed {result['seed']}"
     )
     kw = {"circles": gm.means.numpy(), "radius": metrics.DEFAULT_MODE_RADIUS * gm.std}
     if result["diverged"]:
@@ -462,10 +500,11 @@ def plot_fig5_2(
     A diverged run's panel says so. Each panel's title carries its in-mode fraction and W2.
     """
     use_style()
-    panels, label_map, n_inn = [], None, 0
+    panels, label_map, n_inn, network = [], None, 0, ""
     for model, samples_csv, eval_json in zip(models, samples_csvs, eval_jsons, strict=True):
         result = _read_eval(eval_json)
         label_map = label_map or result["label_map"]
+        network = network or _network_name(result)
         title = model_title(model, gmm_config)
         if model.startswith("inn_"):  # the paper's panel letters (a), (b), (c)
             title = f"({'abcdefghij'[n_inn]}) {title}"
@@ -485,7 +524,7 @@ def plot_fig5_2(
     fig = figure_panels(
         panels,
         gm.n_labels,
-        title=f"samples of p(x | y), label map '{gm.label_map}'",
+        title=f"samples of p(x | y), {network}label map '{gm.label_map}'",
         circles=gm.means.numpy(),
         radius=metrics.DEFAULT_MODE_RADIUS * gm.std,
     )

@@ -81,6 +81,8 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
     section = model_section(name)
     gm = GaussianMixture(label_map)
     net = dict(gmm_config["network"])
+    # The width of the padded models' network; None: the paper's z + y (no output padding).
+    total_dim = net.get("total_dim")
     network = {
         "n_blocks": net["n_blocks"],
         "hidden": net["hidden"],
@@ -93,10 +95,12 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
         torch.manual_seed(seed)
         if section == "ours":
             cfg = gmm_config["ours"]
+            # Ours has no output padding: all of the width past y is z.
+            latent_dim = cfg["latent_dim"] if total_dim is None else total_dim - gm.condition_dim
             return ConditionalFlow(
                 gm.data_dim,
                 gm.condition_dim,
-                cfg["latent_dim"],
+                latent_dim,
                 eps=cfg["eps"],
                 sigma=cfg["sigma"],
                 **network,
@@ -111,7 +115,9 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
             gm.data_dim,
             gm.condition_dim,
             cfg["latent_dim"],
+            total_dim=total_dim,
             y_noise=cfg["y_noise"],
+            sample_y_noise=cfg["sample_y_noise"],
             pad_noise=cfg["pad_noise"],
             weights=cfg["weights"],
             mmd_widths=cfg["mmd_widths"],

@@ -5,10 +5,10 @@ Free of torch on purpose: the workflow imports it while parsing, and every Snake
 per job on a cluster) would otherwise pay for importing torch.
 
 Example:
-    >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "network": {}, "n_test": 99,
-    ...        "ours": {"eps": 0.1}, "cinn": {}, "inn": {"variants": {"full": {}}}}
-    >>> model_names(cfg)
-    ['ours', 'inn_full', 'cinn']
+    >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "networks": {"tiny": {}},
+    ...        "n_test": 99, "ours": {"eps": 0.1}, "cinn": {}, "inn": {"variants": {"full": {}}}}
+    >>> model_names(cfg), network_names(cfg)
+    (['ours', 'inn_full', 'cinn'], ['tiny'])
     >>> model_section("inn_full")
     'inn'
 """
@@ -18,7 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["INN_PREFIX", "MODEL_NAMES", "model_names", "model_section", "training_settings"]
+__all__ = [
+    "INN_PREFIX",
+    "MODEL_NAMES",
+    "model_names",
+    "model_section",
+    "network_names",
+    "training_settings",
+]
 
 MODEL_NAMES: tuple[str, ...] = ("ours", "inn_full", "inn_forward_only", "inn_altered_ramp", "cinn")
 # An INN model is named by its variant under gmm.inn.variants: inn_<variant>.
@@ -36,6 +43,16 @@ def model_names(gmm_config: Mapping[str, Any]) -> list[str]:
     return ["ours", *(f"{INN_PREFIX}{v}" for v in variants), "cinn"]
 
 
+def network_names(gmm_config: Mapping[str, Any]) -> list[str]:
+    """The networks under ``gmm.networks``, in configured order; every model trains on each.
+
+    Example:
+        >>> network_names({"networks": {"reference": {}, "paper": {}}})
+        ['reference', 'paper']
+    """
+    return list(gmm_config["networks"])
+
+
 def model_section(name: str) -> str:
     """The ``gmm:`` config section that configures model ``name`` (``ours``, ``inn`` or ``cinn``).
 
@@ -50,22 +67,37 @@ def model_section(name: str) -> str:
     raise ValueError(f"unknown GMM model '{name}': use one of {MODEL_NAMES}")
 
 
-def training_settings(gmm_config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The part of a ``gmm:`` config that determines how model ``name`` trains.
+def training_settings(
+    gmm_config: Mapping[str, Any], name: str, network: str | None = None
+) -> dict[str, Any]:
+    """The part of a ``gmm:`` config that determines how model ``name`` trains on ``network``.
+
+    ``network`` names one of ``gmm.networks``; ``None`` takes the one ``network`` of a config
+    that is already such a result (so the function is idempotent).
 
     Snakemake passes only this as the training rule's params, so changing an evaluation key (e.g.
-    ``n_test``) does not retrain anything. The result is itself a valid ``gmm_config`` for
-    :func:`replicate.gmm_experiment.train_gmm_model` and
-    :func:`replicate.gmm_experiment.build_model`.
+    ``n_test``) or another network does not retrain anything. The result is itself a valid
+    ``gmm_config`` for :func:`replicate.gmm_experiment.train_gmm_model` and
+    :func:`replicate.gmm_experiment.build_model`, with the one network under ``network``.
 
     Example:
-        >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "network": {}, "n_test": 99,
-        ...        "ours": {"eps": 0.1}, "cinn": {}}
-        >>> sorted(training_settings(cfg, "ours"))
-        ['batch_size', 'iterations', 'n_train', 'network', 'ours']
+        >>> cfg = {"n_train": 8, "batch_size": 4, "iterations": 2, "n_test": 99,
+        ...        "networks": {"tiny": {"hidden": 4}}, "ours": {"eps": 0.1}, "cinn": {}}
+        >>> settings = training_settings(cfg, "ours", "tiny")
+        >>> sorted(settings), settings["network"]
+        (['batch_size', 'iterations', 'n_train', 'network', 'ours'], {'hidden': 4})
     """
     section = model_section(name)
-    out = {k: gmm_config[k] for k in ("n_train", "batch_size", "iterations", "network")}
+    if network is None:
+        chosen = gmm_config["network"]
+    elif network in gmm_config["networks"]:
+        chosen = gmm_config["networks"][network]
+    else:
+        raise ValueError(
+            f"gmm.networks has no network '{network}'; configured: {list(gmm_config['networks'])}"
+        )
+    out = {k: gmm_config[k] for k in ("n_train", "batch_size", "iterations")}
+    out["network"] = dict(chosen)
     settings = dict(gmm_config[section])
     if section == "inn":
         variant = name[len(INN_PREFIX) :]

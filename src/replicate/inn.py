@@ -104,6 +104,7 @@ class INN(nn.Module):
             on the output side, the layout shared with the method). The reference toy code used 16,
             which pads the output side too.
         y_noise: std of the noise added to y (and, in the reconstruction loss, to z).
+        sample_y_noise: std of the noise added to y when sampling (the reference's 0.1).
         pad_noise: std of the noise put in every padding slot.
         weights: loss weights keyed by :data:`INN_LOSSES`.
         mmd_widths: widths of the inverse-multiquadratic kernels.
@@ -120,6 +121,7 @@ class INN(nn.Module):
         latent_dim: int,
         total_dim: int | None = None,
         y_noise: float = 0.1,
+        sample_y_noise: float = 0.1,
         pad_noise: float = 0.05,
         weights: Mapping[str, float] | None = None,
         mmd_widths: Sequence[float] = (0.05, 0.2, 0.9),
@@ -154,7 +156,7 @@ class INN(nn.Module):
         self.total_dim = total
         self.pad_x = total - data_dim  # padding on the input side
         self.pad_yz = total - latent_dim - condition_dim  # padding on the output side
-        self.y_noise, self.pad_noise = y_noise, pad_noise
+        self.y_noise, self.pad_noise, self.sample_y_noise = y_noise, pad_noise, sample_y_noise
         self.weights = {k: float(v) for k, v in weights.items()}
         self.mmd_widths = tuple(float(w) for w in mmd_widths)
         self.active = tuple(name for name in INN_LOSSES if name in losses)
@@ -172,13 +174,12 @@ class INN(nn.Module):
 
     # -- layout -------------------------------------------------------------------------------
     def _noise(self, x: Tensor, width: int, scale: float) -> Tensor:
-        if scale == 0:  # no draw, so the random stream is the same as without this term
-            return x.new_zeros(x.shape[0], width)
+        # Drawn even at scale 0, as the reference does, so the random stream does not depend on it.
         return scale * torch.randn(x.shape[0], width, device=x.device, dtype=x.dtype)
 
-    def _output(self, z: Tensor, y: Tensor, pad_scale: float) -> Tensor:
+    def _output(self, z: Tensor, pad: Tensor, y: Tensor) -> Tensor:
         """``[z, pad, y]``: the output side of the network."""
-        return torch.cat([z, self._noise(z, self.pad_yz, pad_scale), y], dim=1)
+        return torch.cat([z, pad, y], dim=1)
 
     def ramp(self, iteration: int) -> float:
         """Backward-MMD weight factor at a training iteration (constant within an epoch)."""
@@ -189,8 +190,13 @@ class INN(nn.Module):
     def losses(self, x: Tensor, condition: Tensor, iteration: int) -> dict[str, Tensor]:
         """The active loss terms (unweighted), ``"ramp"``, and ``"loss"``, their weighted sum.
 
-        Follows the reference toy code's ``train()``: the forward losses see one draw of label
-        noise, the backward losses a fresh one; z and y outputs are detached where it detaches.
+        Follows the reference toy code's ``train()`` step by step, random draws included and in
+        its order (input padding, output padding, label noise, prior z; then for the backward
+        pass fresh output padding shared by both inverse passes, fresh label noise, the
+        reconstruction's z perturbation, prior z), so that one seeded step reproduces it:
+        ``tests/test_inn_reference.py`` checks every term against that loop run on FrEIA. z and
+        y outputs are detached where it detaches. Its two ``backward()`` calls add gradients, so
+        one backward pass of the weighted sum gives the same update.
         """
         if x.shape[1] != self.data_dim or condition.shape != (x.shape[0], self.condition_dim):
             raise ValueError(
@@ -198,31 +204,35 @@ class INN(nn.Module):
                 f"{tuple(x.shape)} and {tuple(condition.shape)}"
             )
         k, m = self.latent_dim, self.condition_dim
+        active = set(self.active)
         terms: dict[str, Tensor] = {}
         x_padded = torch.cat([x, self._noise(x, self.pad_x, self.pad_noise)], dim=1)
+        pad_target = self._noise(x, self.pad_yz, self.pad_noise)
         y_noisy = condition + self._noise(condition, m, self.y_noise)
-        need_forward = {"y", "z", "x_reconstruction"} & set(self.active)
-        if need_forward:
+        z_prior = self._noise(x, k, 1.0)
+        if {"y", "z", "x_reconstruction"} & active:
             out, _ = self.network(x_padded)
-        if "y" in self.active:
+        if "y" in active:
             # Fit of everything after z: padding outputs (vs padding noise) and y (vs noisy y).
-            target = torch.cat([self._noise(x, self.pad_yz, self.pad_noise), y_noisy], dim=1)
+            target = torch.cat([pad_target, y_noisy], dim=1)
             terms["y"] = ((out[:, k:] - target) ** 2).mean()
-        if "z" in self.active:
+        if "z" in active:
             fake = torch.cat([out[:, :k], out[:, -m:].detach()], dim=1)
-            real = torch.cat([torch.randn_like(out[:, :k]), y_noisy], dim=1)
+            real = torch.cat([z_prior, y_noisy], dim=1)
             terms["z"] = mmd_multiscale(fake, real, self.mmd_widths)
         ramp = self.ramp(iteration)
-        if "x_backward" in self.active or "x_reconstruction" in self.active:
+        if {"x_backward", "x_reconstruction"} & active:
+            pad_back = self._noise(x, self.pad_yz, self.pad_noise)
             y_fresh = condition + self._noise(condition, m, self.y_noise)
-        if "x_backward" in self.active:
-            z_rand = torch.randn(x.shape[0], k, device=x.device, dtype=x.dtype)
-            x_rand = self.network.inverse(self._output(z_rand, y_fresh, self.pad_noise))
-            terms["x_backward"] = mmd_multiscale(x_rand[:, : self.data_dim], x, self.mmd_widths)
-        if "x_reconstruction" in self.active:
-            z_near = out[:, :k].detach() + self._noise(x, k, self.y_noise)
-            x_rec = self.network.inverse(self._output(z_near, y_fresh, self.pad_noise))
+            z_perturbation = self._noise(x, k, self.y_noise)
+            z_rand = self._noise(x, k, 1.0)
+        if "x_reconstruction" in active:
+            z_near = out[:, :k].detach() + z_perturbation
+            x_rec = self.network.inverse(self._output(z_near, pad_back, y_fresh))
             terms["x_reconstruction"] = ((x_rec - x_padded) ** 2).mean()
+        if "x_backward" in active:
+            x_rand = self.network.inverse(self._output(z_rand, pad_back, y_fresh))
+            terms["x_backward"] = mmd_multiscale(x_rand[:, : self.data_dim], x, self.mmd_widths)
         total = sum(
             self.weights[name] * (ramp if name == "x_backward" else 1.0) * value
             for name, value in terms.items()
@@ -242,14 +252,16 @@ class INN(nn.Module):
 
     @torch.no_grad()
     def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
-        """Draw x for a condition as the INN does: ``f^-1([z ~ N(0, I), pad noise, y])``.
+        """Draw x for a condition as the reference does: ``f^-1([z, 0, y + sample_y_noise * n])``.
 
         ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), or a batch (B, M),
-        one sample each. As in the reference code's sampling, y is used without noise and the
-        output padding (if any) is zero.
+        one sample each; z ~ N(0, I) unless given. As in the reference notebook's sampling cell,
+        the output padding (if any) is zero and y carries the training label noise (its 0.1):
+        without it the samples squeeze towards the mode centres.
         """
         if n is None and isinstance(z, Tensor) and getattr(condition, "ndim", 0) == 1:
             n = z.shape[0]  # one condition and a given z: as many samples as rows of z
         condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.latent_dim)
-        x = self.network.inverse(self._output(z, condition, 0.0))
+        y = condition + self.sample_y_noise * torch.randn_like(condition)
+        x = self.network.inverse(self._output(z, z.new_zeros(z.shape[0], self.pad_yz), y))
         return x[:, : self.data_dim]

@@ -1,7 +1,7 @@
 # E1/E2 evaluation: every trained Gaussian-mixture model scored against the exact posterior
 # (accuracy vs Bayes, samples in the requested mode, W2 to exact samples, held-out NLL), the true
 # posterior scored the same way as the reference row "exact", Figures 5.1 and 5.2, the metric table
-# and the training-speed benchmark. Uses GMM_MODELS from gmm.smk.
+# and the training-speed benchmark. Uses GMM_MODELS and GMM_NETWORKS from gmm.smk.
 from replicate.gmm_models import training_settings
 
 GMM_LABEL_MAPS = config["gmm"]["label_maps"]
@@ -10,28 +10,35 @@ GMM_EVAL_KEYS = {k: config["gmm"][k] for k in ("n_test", "n_posterior_samples")}
 FIG5_1_STEMS = {m: "gmm" if m == "all" else f"gmm_{m}" for m in GMM_LABEL_MAPS}
 FIG5_1_LABELS = {stem: m for m, stem in FIG5_1_STEMS.items()}
 # Figure 5.2: the INN variants in configured order, then ours and the exact posterior.
-FIG5_2_MODELS = [m for m in GMM_MODELS if m.startswith("inn_")] + ["ours", "exact"]
+FIG5_2_MODELS = [m for m in GMM_MODELS if m.startswith("inn_")] + ["ours"]
 FIG_SEED = SEEDS[0]
+FIG_NETWORK = config["gmm"]["figure_network"]
 
 
-# One evaluation's outputs, formatted with model, labels and seed.
-GMM_EVAL_JSON = "results/gmm/eval/{model}_{labels}_seed{seed}.json"
-GMM_SAMPLES_CSV = "results/gmm/samples/{model}_{labels}_seed{seed}.csv"
-GMM_PREDICTIONS_CSV = "results/gmm/predictions/{model}_{labels}_seed{seed}.csv"
+# One evaluation's outputs, formatted with model, network, labels and seed; the exact posterior's
+# (no network) with labels and seed.
+GMM_EVAL_JSON = "results/gmm/eval/{model}_{network}_{labels}_seed{seed}.json"
+GMM_SAMPLES_CSV = "results/gmm/samples/{model}_{network}_{labels}_seed{seed}.csv"
+GMM_PREDICTIONS_CSV = (
+    "results/gmm/predictions/{model}_{network}_{labels}_seed{seed}.csv"
+)
+EXACT_EVAL_JSON = "results/gmm/eval/exact_{labels}_seed{seed}.json"
+EXACT_SAMPLES_CSV = "results/gmm/samples/exact_{labels}_seed{seed}.csv"
 
 
 rule evaluate_gmm:
     input:
-        model="results/gmm/models/{model}_{labels}_seed{seed}.safetensors",
-        status="results/gmm/models/{model}_{labels}_seed{seed}.json",
+        model=rules.train_gmm.output.model,
+        status=rules.train_gmm.output.status,
     output:
-        eval="results/gmm/eval/{model}_{labels}_seed{seed}.json",
-        samples="results/gmm/samples/{model}_{labels}_seed{seed}.csv",
-        predictions="results/gmm/predictions/{model}_{labels}_seed{seed}.csv",
+        eval=GMM_EVAL_JSON,
+        samples=GMM_SAMPLES_CSV,
+        predictions=GMM_PREDICTIONS_CSV,
     log:
-        "results/logs/gmm/evaluate_{model}_{labels}_seed{seed}.log",
+        "results/logs/gmm/evaluate_{model}_{network}_{labels}_seed{seed}.log",
     wildcard_constraints:
         model="|".join(GMM_MODELS),
+        network="|".join(GMM_NETWORKS),
         labels="|".join(GMM_LABEL_MAPS),
     conda:
         "../../envs/replicate.yaml"
@@ -41,7 +48,9 @@ rule evaluate_gmm:
         mem_mb=4000,
     params:
         # The model's training settings (to load its checkpoint) plus the evaluation sizes.
-        settings=lambda wildcards: training_settings(config["gmm"], wildcards.model)
+        settings=lambda wildcards: training_settings(
+            config["gmm"], wildcards.model, wildcards.network
+        )
         | GMM_EVAL_KEYS,
         device=config["device"],
     script:
@@ -50,8 +59,8 @@ rule evaluate_gmm:
 
 rule evaluate_gmm_exact:
     output:
-        eval="results/gmm/eval/exact_{labels}_seed{seed}.json",
-        samples="results/gmm/samples/exact_{labels}_seed{seed}.csv",
+        eval=EXACT_EVAL_JSON,
+        samples=EXACT_SAMPLES_CSV,
         predictions="results/gmm/predictions/exact_{labels}_seed{seed}.csv",
     log:
         "results/logs/gmm/evaluate_exact_{labels}_seed{seed}.log",
@@ -71,9 +80,11 @@ rule evaluate_gmm_exact:
 
 rule gmm_metrics:
     input:
+        expand(EXACT_EVAL_JSON, labels=GMM_LABEL_MAPS, seed=SEEDS),
         expand(
-            "results/gmm/eval/{model}_{labels}_seed{seed}.json",
-            model=["exact", *GMM_MODELS],
+            GMM_EVAL_JSON,
+            model=GMM_MODELS,
+            network=GMM_NETWORKS,
             labels=GMM_LABEL_MAPS,
             seed=SEEDS,
         ),
@@ -90,6 +101,7 @@ rule gmm_metrics:
         "../../envs/replicate.yaml"
     params:
         model_order=["exact", *GMM_MODELS],
+        network_order=GMM_NETWORKS,
     script:
         "../scripts/gmm_metrics.py"
 
@@ -97,13 +109,22 @@ rule gmm_metrics:
 rule plot_fig5_1:
     input:
         predictions=lambda w: GMM_PREDICTIONS_CSV.format(
-            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+            model="ours",
+            network=FIG_NETWORK,
+            labels=FIG5_1_LABELS[w.stem],
+            seed=FIG_SEED,
         ),
         samples=lambda w: GMM_SAMPLES_CSV.format(
-            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+            model="ours",
+            network=FIG_NETWORK,
+            labels=FIG5_1_LABELS[w.stem],
+            seed=FIG_SEED,
         ),
         eval=lambda w: GMM_EVAL_JSON.format(
-            model="ours", labels=FIG5_1_LABELS[w.stem], seed=FIG_SEED
+            model="ours",
+            network=FIG_NETWORK,
+            labels=FIG5_1_LABELS[w.stem],
+            seed=FIG_SEED,
         ),
     output:
         png=report(
@@ -124,10 +145,26 @@ rule plot_fig5_1:
 
 rule plot_fig5_2:
     input:
-        samples=expand(
-            GMM_SAMPLES_CSV, model=FIG5_2_MODELS, labels="all", seed=FIG_SEED
-        ),
-        eval=expand(GMM_EVAL_JSON, model=FIG5_2_MODELS, labels="all", seed=FIG_SEED),
+        samples=[
+            *expand(
+                GMM_SAMPLES_CSV,
+                model=FIG5_2_MODELS,
+                network=FIG_NETWORK,
+                labels="all",
+                seed=FIG_SEED,
+            ),
+            EXACT_SAMPLES_CSV.format(labels="all", seed=FIG_SEED),
+        ],
+        eval=[
+            *expand(
+                GMM_EVAL_JSON,
+                model=FIG5_2_MODELS,
+                network=FIG_NETWORK,
+                labels="all",
+                seed=FIG_SEED,
+            ),
+            EXACT_EVAL_JSON.format(labels="all", seed=FIG_SEED),
+        ],
     output:
         png=report(
             "results/figures/fig5_2_inn_variants.png",
@@ -140,7 +177,7 @@ rule plot_fig5_2:
     conda:
         "../../envs/replicate.yaml"
     params:
-        models=FIG5_2_MODELS,
+        models=[*FIG5_2_MODELS, "exact"],
         gmm_config={"inn": config["gmm"]["inn"]},
     script:
         "../scripts/plot_fig5_2.py"
@@ -170,7 +207,7 @@ rule benchmark_gmm_speed:
         # Only what a training step depends on, so evaluation keys do not rerun the benchmark.
         gmm_config={
             k: config["gmm"][k]
-            for k in ("batch_size", "network", "ours", "inn", "cinn")
+            for k in ("batch_size", "networks", "ours", "inn", "cinn")
         },
         models=GMM_MODELS,
         iterations=config["gmm"]["benchmark_iterations"],

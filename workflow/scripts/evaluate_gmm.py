@@ -17,4 +17,5 @@ evaluate_gmm_run(
     snakemake.output.samples,
     snakemake.output.predictions,
     threads=snakemake.threads,
+    network=snakemake.wildcards.network,
 )
