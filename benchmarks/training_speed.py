@@ -8,6 +8,7 @@ other setting (INN weights, optimizers, variants) comes from the config file.
     python benchmarks/training_speed.py                       # paper size: batch 1600, 8 x 512
     python benchmarks/training_speed.py --device cuda --iterations 50 --out speed.csv
     python benchmarks/training_speed.py --batch-size 256 --hidden 64 --iterations 5   # quick
+    python benchmarks/training_speed.py --networks reference  # one of gmm.networks only
 
 The pipeline's rule ``benchmark_gmm_speed`` runs the same library function
 (:func:`replicate.benchmark.benchmark_training_speed`) with the configured sizes.
@@ -31,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml")
     parser.add_argument("--batch-size", type=int, default=1600)
-    parser.add_argument("--n-blocks", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--n-blocks", type=int, default=None, help="default: each network's")
+    parser.add_argument("--hidden", type=int, default=None, help="default: each network's")
+    parser.add_argument("--networks", nargs="+", default=None, help="default: every gmm.networks")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
@@ -46,7 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(None)
     gmm = yaml.safe_load(args.config.read_text())["gmm"]
     gmm["batch_size"] = args.batch_size
-    gmm["network"] = {**gmm["network"], "n_blocks": args.n_blocks, "hidden": args.hidden}
+    sizes = {k: v for k, v in (("n_blocks", args.n_blocks), ("hidden", args.hidden)) if v}
+    unknown = sorted(set(args.networks or []) - set(gmm["networks"]))
+    if unknown:
+        parser.error(f"--networks {unknown}: not in gmm.networks {sorted(gmm['networks'])}")
+    gmm["networks"] = {
+        name: {**settings, **sizes}
+        for name, settings in gmm["networks"].items()
+        if args.networks is None or name in args.networks
+    }
     benchmark_training_speed(
         gmm,
         args.models or model_names(gmm),

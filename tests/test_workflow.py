@@ -61,9 +61,8 @@ def test_determinism_rerun_in_a_fresh_directory_gives_identical_tables(
 
 def test_determinism_another_seed_gives_other_numbers(smoke_run: Path) -> None:
     """Seeds 0 and 1 of one run differ: the seed reaches training and sampling."""
-    gmm = [
-        pd.read_csv(smoke_run / f"results/gmm/samples/ours_reference_all_seed{seed}.csv") for seed in (0, 1)
-    ]
+    samples = "results/gmm/samples/ours_reference_all_seed{}.csv"
+    gmm = [pd.read_csv(smoke_run / samples.format(seed)) for seed in (0, 1)]
     assert gmm[0].shape == gmm[1].shape
     assert not gmm[0].equals(gmm[1]), "GMM samples of seeds 0 and 1 are identical"
     # The per-seed latent metrics: the Frechet distance of the samples is continuous, so two

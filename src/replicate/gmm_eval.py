@@ -58,6 +58,7 @@ __all__ = [
     "plot_fig5_1",
     "plot_fig5_2",
     "held_out_set",
+    "score_samples",
 ]
 
 log = logging.getLogger("replicate")
@@ -144,6 +145,22 @@ def _posterior_scores(
         "in_mode_fraction_per_label": in_mode,
         "w2_per_label": w2,
     }
+
+
+def score_samples(label_map: str, samples: Mapping[int, Tensor], seed: int) -> dict[str, Any]:
+    """In-mode fraction and W2 of posterior ``samples`` (label -> (n, 2)), as the pipeline scores
+    a model run with ``seed``: against the same exact samples, for code outside the pipeline.
+
+    Example:
+        >>> gm = GaussianMixture("all")
+        >>> g = torch.Generator().manual_seed(1)
+        >>> samples = {k: gm.sample_conditional(k, 200, g) for k in range(8)}
+        >>> round(score_samples("all", samples, seed=0)["in_mode_fraction"], 2)
+        0.99
+    """
+    gm = GaussianMixture(label_map)
+    n = min(len(s) for s in samples.values())
+    return _posterior_scores(gm, dict(samples), _exact_samples(gm, n, REFERENCE_SEED_OFFSET + seed))
 
 
 def _base_result(
