@@ -195,12 +195,6 @@ class InvertibleNetwork(nn.Module):
             y = block.inverse(y[:, inv], condition)
         return y
 
-    def flops_per_sample(self) -> int:
-        """Multiply-adds x 2 of one forward pass per sample (subnet matmuls only)."""
-        return 2 * sum(
-            m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear)
-        )
-
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """Row-wise log density of N(0, I), constants included.

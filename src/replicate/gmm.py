@@ -103,7 +103,3 @@ class GaussianMixture:
         sampled labels) gives the same expectation with lower variance.
         """
         return float(self.posterior(x).max(dim=1).values.mean())
-
-    def nearest_mode(self, x: Tensor) -> Tensor:
-        """Index of the closest mode centre for every row of ``x``."""
-        return torch.cdist(x.double(), self.means.double()).argmin(dim=1)

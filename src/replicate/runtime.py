@@ -298,7 +298,7 @@ class ProgressLog:
 
     def __init__(self, total: int, every: int = 50, what: str = "iteration") -> None:
         self.total, self.every, self.what = total, max(1, every), what
-        self.start = self.last = time.perf_counter()
+        self.last = time.perf_counter()
         self.last_step = 0
 
     def update(self, step: int, terms: Mapping[str, float]) -> None:
@@ -317,6 +317,3 @@ class ProgressLog:
             shown,
             rate,
         )
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
