@@ -27,6 +27,9 @@ PAPER_FIGURES = [
     "results/figures/fig5_3_samples_fashion_mnist.png",
     "results/figures/fig5_4_style_mnist.png",
     "results/figures/fig5_4_style_fashion_mnist.png",
+    # Training curves (not in the paper), from the runs' recorded histories.
+    "results/figures/training_gmm_reference_all.png",
+    "results/figures/training_gmm_paper_some.png",
 ]
 PAPER_TABLES = [
     "results/tables/table1.csv",

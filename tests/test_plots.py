@@ -173,3 +173,43 @@ def test_evaluate_trained_run_matches_an_independent_recomputation(
     gmm_eval.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *again)
     pd.testing.assert_frame_equal(pd.read_csv(out[1]), pd.read_csv(again[1]))
     assert pd.read_csv(out[1]).groupby("label").size().tolist() == [64] * 8
+
+
+def _history(tmp_path: Path, model: str, seed: int, frame: pd.DataFrame, **status) -> tuple:
+    csv, js = tmp_path / f"{model}_{seed}.csv", tmp_path / f"{model}_{seed}.json"
+    frame.to_csv(csv, index=False)
+    js.write_text(json.dumps({"model": model, "seed": seed, "diverged": False, **status}))
+    return csv, js
+
+
+def test_training_curves_are_the_recorded_histories_with_ramp_and_divergence(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    ramp = np.where(np.arange(n) >= 24, 1.0, 0.1)  # the ramp reaches 1 at iteration 24
+    inn = pd.DataFrame(
+        {"iteration": range(n), "loss": rng.uniform(1, 9, n), "y": rng.uniform(0.1, 1, n)}
+        | {"z": rng.uniform(0.01, 0.1, n), "x_backward": rng.uniform(1e-3, 1, n), "ramp": ramp}
+    )
+    ours = [pd.DataFrame({"iteration": range(n), "loss": rng.normal(-1, 0.1, n)}) for _ in "ab"]
+    diverged = ours[1].iloc[:17]  # seed 1 diverged after 17 iterations
+    runs = [
+        _history(tmp_path, "inn_full", 0, inn),
+        _history(tmp_path, "ours", 0, ours[0]),
+        _history(tmp_path, "ours", 1, diverged, diverged=True, iterations_done=17),
+    ]
+    fig = gmm_eval.training_curves_figure(
+        [c for c, _ in runs], [j for _, j in runs], "reference", "all"
+    )
+    inn_ax, ours_ax = fig.axes[:2]
+    by_label = {line.get_label(): line for line in inn_ax.lines}
+    np.testing.assert_array_equal(by_label["x_backward"].get_ydata(), inn["x_backward"])
+    np.testing.assert_array_equal(by_label["ramp reaches 1"].get_xdata(), [24, 24])
+    assert inn_ax.get_yscale() == "log" and ours_ax.get_yscale() == "linear"
+    nll = [line for line in ours_ax.lines if len(line.get_ydata()) > 2]
+    assert [len(line.get_ydata()) for line in nll] == [40, 17]
+    np.testing.assert_array_equal(nll[1].get_ydata(), diverged["loss"])
+    crosses = [line for line in ours_ax.lines if line.get_label() == "diverged"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [17]
+    plt.close(fig)

@@ -39,11 +39,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from replicate import metrics
 from replicate.gmm import GaussianMixture
-from replicate.plots import Panel, figure_gmm, figure_panels, save_figure, use_style
+from replicate.plots import (
+    CurvePanel,
+    Panel,
+    figure_gmm,
+    figure_panels,
+    figure_training_curves,
+    save_figure,
+    use_style,
+)
 from replicate.runtime import atomic_path, resolve_device, use_threads, write_json, write_table
 
 __all__ = [
@@ -57,6 +66,8 @@ __all__ = [
     "model_title",
     "plot_fig5_1",
     "plot_fig5_2",
+    "plot_training_curves",
+    "training_curves_figure",
     "held_out_set",
     "score_samples",
 ]
@@ -546,3 +557,90 @@ def plot_fig5_2(
         radius=metrics.DEFAULT_MODE_RADIUS * gm.std,
     )
     save_figure(fig, png_path)
+
+
+def plot_training_curves(
+    history_csvs: Sequence[str | os.PathLike],
+    status_jsons: Sequence[str | os.PathLike],
+    png_path: str | os.PathLike,
+    network: str,
+    label_map: str,
+    gmm_config: Mapping[str, Any] | None = None,
+) -> None:
+    """Write :func:`training_curves_figure` as PNG + PDF (rule ``plot_training_gmm``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> pd.DataFrame({"iteration": range(20), "loss": np.linspace(3, 1, 20)}).to_csv(
+        ...     d / "h.csv", index=False)
+        >>> _ = (d / "s.json").write_text(json.dumps({"model": "ours", "diverged": False}))
+        >>> plot_training_curves([d / "h.csv"], [d / "s.json"], d / "t.png", "reference", "all")
+        >>> sorted(p.name for p in d.glob("t.*"))
+        ['t.pdf', 't.png']
+    """
+    use_style()
+    fig = training_curves_figure(history_csvs, status_jsons, network, label_map, gmm_config)
+    save_figure(fig, png_path)
+
+
+def training_curves_figure(
+    history_csvs: Sequence[str | os.PathLike],
+    status_jsons: Sequence[str | os.PathLike],
+    network: str,
+    label_map: str,
+    gmm_config: Mapping[str, Any] | None = None,
+) -> Figure:
+    """Every model's recorded training losses, a panel per model, a line per seed.
+
+    ``history_csvs`` are the training rule's per-iteration histories and ``status_jsons`` its
+    status files, in the same order (each status names its model), all of one ``network`` and
+    ``label_map``. INN panels show every loss term on a log axis and a dashed line where the
+    backward MMD's ramp reaches 1; ours and the cINN show their NLL, on a linear axis cut to the
+    values after the first tenth of training (the first iterations are orders of magnitude
+    larger).
+    A diverged run ends in a red cross where it diverged. ``tests/test_plots.py`` checks the
+    lines against the histories.
+    """
+    runs: dict[str, list[tuple[pd.DataFrame, dict[str, Any]]]] = {}
+    for history_csv, status_json in zip(history_csvs, status_jsons, strict=True):
+        status = json.loads(Path(status_json).read_text())
+        runs.setdefault(status["model"], []).append((pd.read_csv(history_csv), status))
+    if not runs:
+        raise ValueError("plot_training_curves: no training histories given")
+    panels = []
+    for model, seeds in runs.items():
+        histories = [h for h, _ in seeds]
+        terms = [c for c in histories[0].columns if c not in ("iteration", "ramp")]
+        is_inn = model.startswith("inn_")
+        panel = CurvePanel(
+            title=f"{model_title(model, gmm_config)}".replace("\n", ", "),
+            steps=[h["iteration"].to_numpy() for h in histories],
+            # "loss" is the INN's weighted sum of its terms, and the others' NLL.
+            terms={
+                {"loss": "weighted sum" if is_inn else "NLL"}.get(t, t): [
+                    h[t].to_numpy() for h in histories
+                ]
+                for t in terms
+            },
+            log_scale=is_inn,
+            diverged=[s["iterations_done"] if s.get("diverged") else None for _, s in seeds],
+        )
+        if is_inn and "x_backward" in terms:
+            saturated = histories[0].index[histories[0]["ramp"] >= 1.0]
+            if len(saturated):
+                panel.marker = float(histories[0]["iteration"][saturated[0]])
+                panel.marker_label = "ramp reaches 1"
+        if not is_inn:  # NLL: cut off the first tenth, whose values dwarf the rest
+            tails = [h["loss"].to_numpy()[len(h) // 10 :] for h in histories if len(h)]
+            tails = [t[np.isfinite(t)] for t in tails]
+            low = min(float(t.min()) for t in tails if len(t))
+            high = max(float(t.max()) for t in tails if len(t))
+            pad = 0.05 * (high - low or 1.0)
+            panel.ylim = (low - pad, high + pad)
+        panels.append(panel)
+    n_seeds = max(len(v) for v in runs.values())
+    return figure_training_curves(
+        panels,
+        title=f"training losses, {network} network, label map '{label_map}', {n_seeds} seed(s)",
+    )

@@ -39,9 +39,11 @@ from replicate.runtime import atomic_path  # noqa: E402
 
 __all__ = [
     "GMM_LIMIT",
+    "CurvePanel",
     "Panel",
     "figure_gmm",
     "figure_panels",
+    "figure_training_curves",
     "label_colors",
     "mark_diverged",
     "save_figure",
@@ -311,4 +313,86 @@ def figure_panels(
     if title:
         fig.suptitle(title)
     _label_legend(fig, n_labels, title="requested\nlabel")
+    return fig
+
+
+@dataclass
+class CurvePanel:
+    """One model's training curves: each term against the step, one line per seed.
+
+    Attributes:
+        title: the panel's title.
+        steps: per seed, the step of each recorded value (iteration or epoch).
+        terms: term name -> per seed, its values (aligned with ``steps``).
+        log_scale: draw the values on a log axis (terms that are positive and span decades).
+        marker: a step to mark with a dashed vertical line (e.g. where a weight ramp reaches 1),
+            and ``marker_label`` its legend text.
+        diverged: per seed, the step where the run diverged, or None.
+        ylim: the value axis's range; None for matplotlib's choice.
+    """
+
+    title: str
+    steps: Sequence[np.ndarray]
+    terms: dict[str, Sequence[np.ndarray]]
+    log_scale: bool = False
+    marker: float | None = None
+    marker_label: str = ""
+    diverged: Sequence[float | None] = ()
+    ylim: tuple[float, float] | None = None
+
+
+def figure_training_curves(
+    panels: Sequence[CurvePanel], *, title: str = "", xlabel: str = "iteration", ncols: int = 5
+) -> Figure:
+    """Training curves of several models, a panel each, from their recorded loss histories.
+
+    Every term has one colour; each seed is one line of it. A diverged run ends in a red cross
+    at the step where it diverged.
+
+    Example:
+        >>> steps = [np.arange(5), np.arange(3)]
+        >>> panel = CurvePanel("m", steps, {"loss": [np.ones(5), np.ones(3)]}, diverged=[None, 2])
+        >>> fig = figure_training_curves([panel])
+        >>> len(fig.axes[0].lines)  # two seeds' losses, the divergence's line and its cross
+        4
+        >>> plt.close(fig)
+    """
+    if not panels:
+        raise ValueError("figure_training_curves needs at least one panel")
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.2 * ncols, 2.7 * nrows), layout="constrained", squeeze=False
+    )
+    names = list(dict.fromkeys(name for panel in panels for name in panel.terms))
+    colors = dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for name, per_seed in panel.terms.items():
+            for k, (steps, values) in enumerate(zip(panel.steps, per_seed, strict=True)):
+                ax.plot(
+                    steps,
+                    values,
+                    color=colors[name],
+                    lw=0.8,
+                    alpha=0.8,
+                    label=name if k == 0 else None,
+                )
+        ends = [step for step in panel.diverged if step is not None]
+        for k, step in enumerate(ends):  # one legend entry for all diverged seeds
+            ax.axvline(step, color="red", lw=0.8, ls=":")
+            label = "diverged" if k == 0 else None
+            ax.plot([step], [ax.get_ylim()[1]], "x", color="red", ms=8, label=label)
+        if panel.marker is not None:
+            ax.axvline(panel.marker, color="0.4", lw=0.8, ls="--", label=panel.marker_label)
+        if panel.log_scale:
+            ax.set_yscale("log")
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
+        ax.set_title(panel.title)
+        ax.set_xlabel(xlabel)
+        ax.legend(loc="upper right", frameon=False)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     return fig

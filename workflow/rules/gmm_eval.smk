@@ -183,6 +183,42 @@ rule plot_fig5_2:
         "../scripts/plot_fig5_2.py"
 
 
+rule plot_training_gmm:
+    input:
+        histories=lambda w: expand(
+            rules.train_gmm.output.history,
+            model=GMM_MODELS,
+            network=w.network,
+            labels=w.labels,
+            seed=SEEDS,
+        ),
+        statuses=lambda w: expand(
+            rules.train_gmm.output.status,
+            model=GMM_MODELS,
+            network=w.network,
+            labels=w.labels,
+            seed=SEEDS,
+        ),
+    output:
+        png=report(
+            "results/figures/training_gmm_{network}_{labels}.png",
+            caption="../report/training_gmm.rst",
+            category="E1/E2 Gaussian mixture",
+        ),
+        pdf="results/figures/training_gmm_{network}_{labels}.pdf",
+    log:
+        "results/logs/gmm/plot_training_gmm_{network}_{labels}.log",
+    wildcard_constraints:
+        network="|".join(GMM_NETWORKS),
+        labels="|".join(GMM_LABEL_MAPS),
+    conda:
+        "../../envs/replicate.yaml"
+    params:
+        gmm_config={"inn": config["gmm"]["inn"]},
+    script:
+        "../scripts/plot_training_gmm.py"
+
+
 rule benchmark_gmm_speed:
     output:
         csv=report(
@@ -218,6 +254,11 @@ rule benchmark_gmm_speed:
 
 GMM_EVAL_TARGETS = [
     "results/tables/gmm_metrics.csv",
+    *expand(
+        "results/figures/training_gmm_{network}_{labels}.png",
+        network=GMM_NETWORKS,
+        labels=GMM_LABEL_MAPS,
+    ),
     "results/tables/training_speed.csv",
     *expand("results/figures/fig5_1_{stem}.png", stem=FIG5_1_LABELS),
     *(["results/figures/fig5_2_inn_variants.png"] if "all" in GMM_LABEL_MAPS else []),
