@@ -30,6 +30,7 @@ PAPER_FIGURES = [
     # Training curves (not in the paper), from the runs' recorded histories.
     "results/figures/training_gmm_reference_all.png",
     "results/figures/training_gmm_paper_some.png",
+    "results/figures/training_latent_mnist.png",
 ]
 PAPER_TABLES = [
     "results/tables/table1.csv",

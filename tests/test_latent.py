@@ -236,3 +236,28 @@ def test_evaluation_is_reproducible_and_leaves_the_global_generator_alone() -> N
     torch.rand(7)  # whatever ran before must not matter
     assert evaluate_latent_flow(flow, u, y, seed=3) == first
     assert evaluate_latent_flow(flow, u, y, seed=4)["nll"] != first["nll"]
+
+
+def test_training_curves_stage_draws_the_recorded_epoch_losses(tmp_path, monkeypatch) -> None:
+    import json
+
+    from replicate import plots
+    from replicate.latent import training_curves_stage
+
+    (tmp_path / "ae.json").write_text(json.dumps({"epoch_loss": [0.05, 0.02, 0.01]}))
+    paths = []
+    for model, seed, losses in (
+        ("ours", 0, [3.0, 2.0]),
+        ("ours", 1, [3.5, 2.5]),
+        ("cinn", 0, [4.0, 1.0]),
+    ):
+        paths.append(tmp_path / f"{model}{seed}.json")
+        paths[-1].write_text(json.dumps({"model": model, "seed": seed, "epoch_loss": losses}))
+    shown = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: shown.update(fig=fig))
+    training_curves_stage(tmp_path / "ae.json", paths, "mnist", tmp_path / "t.png")
+    ae, ours, cinn = shown["fig"].axes[:3]
+    assert [list(line.get_ydata()) for line in ae.lines] == [[0.05, 0.02, 0.01]]
+    assert [list(line.get_ydata()) for line in ours.lines] == [[3.0, 2.0], [3.5, 2.5]]
+    assert [list(line.get_xdata()) for line in cinn.lines] == [[1, 2]]
+    assert ae.get_yscale() == "log"

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -624,10 +625,12 @@ def flow_stage(
     checkpoint_path: str | os.PathLike,
     device: str = "cpu",
     threads: int | None = None,
+    history_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Rule ``train_latent_flow``: train one seed's flow on the training latents and save it."""
+    """Rule ``train_latent_flow``: train one seed's flow on the training latents and save it;
+    its per-epoch training NLL and timings go to ``history_path`` (JSON) when given."""
     use_threads(threads)
-    from replicate.runtime import resolve_device
+    from replicate.runtime import resolve_device, write_json
 
     with np.load(latents_path) as f:
         train_u, train_y = f["train_u"], f["train_y"]
@@ -635,6 +638,8 @@ def flow_stage(
         train_u, train_y, latent_config["flow"], seed, checkpoint_path, resolve_device(device)
     )
     save_latent_flow(model_path, model, latent_config["flow"], train_u.shape[1], seed)
+    if history_path is not None:
+        write_json(history_path, {"model": "ours", "seed": seed, **summary})
     log.info("trained latent flow seed %d in %.1f s", seed, summary["seconds"])
     return summary
 
@@ -735,6 +740,51 @@ def fig5_4_stage(
         [f"z{r + 1}" for r in range(len(grid))],
         f"{DATASET_NAMES.get(dataset, dataset)}: fixed z per row, label 0-9 along the row",
         col_labels=[str(k) for k in range(N_CLASSES)],
+    )
+    save_figure(fig, png_path)
+
+
+def training_curves_stage(
+    autoencoder_metrics_path: str | os.PathLike,
+    history_paths: Sequence[str | os.PathLike],
+    dataset: str,
+    png_path: str | os.PathLike,
+) -> None:
+    """Rule ``plot_training_latent``: per-epoch training losses of the auto-encoder and of every
+    latent flow and cINN (one line per seed), read from what their training rules recorded."""
+    from replicate.plots import CurvePanel, figure_training_curves, save_figure, use_style
+
+    autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
+    runs: dict[str, list[list[float]]] = {}
+    for path in history_paths:
+        history = json.loads(Path(path).read_text())
+        runs.setdefault(history["model"], []).append(history["epoch_loss"])
+
+    def epochs(losses: Sequence[float]) -> np.ndarray:
+        return np.arange(1, len(losses) + 1)
+
+    panels = [
+        CurvePanel(
+            "auto-encoder (seeds[0])",
+            [epochs(autoencoder["epoch_loss"])],
+            {"reconstruction MSE / pixel": [np.asarray(autoencoder["epoch_loss"])]},
+            log_scale=True,
+        )
+    ]
+    for model, title in (("ours", "ours (latent flow)"), ("cinn", "cINN")):
+        if model in runs:
+            losses = runs[model]
+            panels.append(
+                CurvePanel(
+                    title, [epochs(v) for v in losses], {"NLL": list(map(np.asarray, losses))}
+                )
+            )
+    use_style()
+    fig = figure_training_curves(
+        panels,
+        title=f"{DATASET_NAMES.get(dataset, dataset)}: training losses per epoch, "
+        f"{max(len(v) for v in runs.values()) if runs else 0} seed(s)",
+        xlabel="epoch",
     )
     save_figure(fig, png_path)
 

@@ -722,8 +722,10 @@ def cinn_stage(
     model_path: str | os.PathLike,
     device: str = "cpu",
     threads: int | None = None,
+    history_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Rule ``train_latent_cinn``: one seed's cINN on the training latents, saved."""
+    """Rule ``train_latent_cinn``: one seed's cINN on the training latents, saved; its per-epoch
+    training NLL and timings go to ``history_path`` (JSON) when given."""
     from replicate.runtime import resolve_device
 
     use_threads(threads)
@@ -738,6 +740,8 @@ def cinn_stage(
         resolve_device(device),
     )
     save_latent_cinn(model_path, model.cpu(), latent_config["flow"], seed)
+    if history_path is not None:
+        write_json(history_path, {"model": "cinn", "seed": seed, **summary})
     log.info("trained latent cINN seed %d in %.1f s", seed, summary["seconds"])
     return summary
 

@@ -81,7 +81,8 @@ rule train_latent_flow:
     input:
         "results/latent/{dataset}/latents.npz",
     output:
-        "results/latent/{dataset}/flow_seed{seed}.safetensors",
+        model="results/latent/{dataset}/flow_seed{seed}.safetensors",
+        history="results/latent/{dataset}/flow_seed{seed}_history.json",
     log:
         "results/logs/latent/train_flow_{dataset}_seed{seed}.log",
     benchmark:

@@ -53,7 +53,8 @@ rule train_latent_cinn:
     input:
         "results/latent/{dataset}/latents.npz",
     output:
-        "results/latent/{dataset}/cinn_seed{seed}.safetensors",
+        model="results/latent/{dataset}/cinn_seed{seed}.safetensors",
+        history="results/latent/{dataset}/cinn_seed{seed}_history.json",
     log:
         "results/logs/latent_eval/train_cinn_{dataset}_seed{seed}.log",
     benchmark:
@@ -159,7 +160,34 @@ rule latent_metrics:
         "../scripts/make_latent_metrics_table.py"
 
 
+rule plot_training_latent:
+    input:
+        autoencoder=rules.train_autoencoder.output.metrics,
+        histories=lambda w: expand(
+            [
+                rules.train_latent_flow.output.history,
+                rules.train_latent_cinn.output.history,
+            ],
+            dataset=w.dataset,
+            seed=SEEDS,
+        ),
+    output:
+        png=report(
+            "results/figures/training_latent_{dataset}.png",
+            caption="../report/training_latent.rst",
+            category="Latent flow (E3)",
+        ),
+        pdf="results/figures/training_latent_{dataset}.pdf",
+    log:
+        "results/logs/latent_eval/plot_training_latent_{dataset}.log",
+    conda:
+        "../../envs/replicate.yaml"
+    script:
+        "../scripts/plot_training_latent.py"
+
+
 LATENT_EVAL_TARGETS = [
+    *expand("results/figures/training_latent_{dataset}.png", dataset=LATENT_DATASETS),
     "results/tables/latent_metrics.csv",
     *expand("results/latent/{dataset}/classifier_eval.json", dataset=LATENT_DATASETS),
 ]

@@ -9,7 +9,8 @@ cinn_stage(
     snakemake.input[0],
     snakemake.params.settings,
     int(snakemake.wildcards.seed),
-    snakemake.output[0],
+    snakemake.output.model,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    history_path=snakemake.output.history,
 )

@@ -9,8 +9,9 @@ flow_stage(
     snakemake.input[0],
     snakemake.params.settings,
     int(snakemake.wildcards.seed),
-    snakemake.output[0],
+    snakemake.output.model,
     snakemake.params.checkpoint,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    history_path=snakemake.output.history,
 )
