@@ -86,6 +86,18 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("gmm.batch_size", "big"), 'gmm.batch_size = "big": must be of type integer'),
         (_set("latent.n_train", 0.5), "latent.n_train = 0.5: must be of type integer or null"),
         (_set("gmm.batch_sise", 100), 'gmm.batch_sise: unknown key; allowed: ["batch_size", '),
+        (
+            _set("gmm.networks.reference.subnet_layer", 2),
+            'gmm.networks.reference.subnet_layer: unknown key; allowed: ["clamp", "hidden", ',
+        ),
+        (
+            _set("gmm.networks.Wide-1", PAPER["gmm"]["networks"]["paper"]),
+            'gmm.networks.Wide-1: a name that must match the pattern "^[a-z][a-z0-9]*$"',
+        ),
+        (
+            _set("gmm.networks.reference.total_dim", 1),
+            "gmm.networks.reference.total_dim = 1: must be >= 2",
+        ),
         (lambda c: c["latent"]["flow"].pop("eps"), "latent.flow.eps: missing; it is required"),
         (
             _set("device", "tpu"),
@@ -115,6 +127,24 @@ def test_every_bad_key_is_reported_at_once() -> None:
 def test_relations_between_keys_are_checked_once_every_key_is_well_formed() -> None:
     message = _problems(_set("gmm.batch_size", PAPER["gmm"]["n_train"] + 1))
     assert "gmm.batch_size (1048577) must be <= gmm.n_train (1048576)" in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            _set("gmm.figure_network", "wide"),
+            "gmm.figure_network 'wide' is not one of gmm.networks ['paper', 'reference']",
+        ),
+        (
+            _set("gmm.networks.reference.total_dim", 9),
+            "gmm.networks.reference.total_dim (9) must be >= the label's 8 dims + "
+            "gmm.inn.latent_dim (2), or null",
+        ),
+    ],
+)
+def test_networks_that_cannot_hold_the_problem_are_refused(edit, message: str) -> None:
+    assert message in _problems(edit)
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "quick.yaml"])

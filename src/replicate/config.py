@@ -93,9 +93,13 @@ _BOUNDS = {
 def _describe(error: jsonschema.ValidationError) -> Iterator[str]:
     """The line(s) for one schema violation: ``<key> = <value>: must ... (<its description>)``."""
     rule, allowed, path = error.validator, error.validator_value, list(error.absolute_path)
-    if rule == "enum" and list(error.relative_schema_path)[-2:] == ["propertyNames", "enum"]:
+    if list(error.relative_schema_path)[-2:-1] == ["propertyNames"]:
         # The instance is the name of a key, not a value.
-        yield f"{_key([*path, error.instance])}: unknown name; use one of {_show(allowed)}"
+        if rule == "enum":
+            yield f"{_key([*path, error.instance])}: unknown name; use one of {_show(allowed)}"
+        else:
+            requirement = _BOUNDS[rule].format(_show(allowed)) if rule in _BOUNDS else rule
+            yield f"{_key([*path, error.instance])}: a name that must {requirement}"
         return
     if rule == "additionalProperties" and allowed is False:
         known = sorted(error.schema.get("properties", {}))
