@@ -92,6 +92,18 @@ def test_reference_layout_is_the_notebooks() -> None:
     assert inn.network.blocks[0].clamp == 2.0
 
 
+def test_reference_permutations_are_the_notebooks_whatever_the_seed() -> None:
+    # PermuteRandom(seed=k) in block k: one set of permutations for every run, ours included.
+    reference = notebook.reference_network()
+    theirs = [m.perm.long() for m in reference.modules() if isinstance(m, Fm.PermuteRandom)]
+    assert len(theirs) == 8
+    for model, seed in (("inn_full", 0), ("inn_full", 5), ("ours", 2)):
+        gmm = reference_config()
+        net = build_model(model, training_settings(gmm, model, "reference"), "all", seed).network
+        for k, perm in enumerate(theirs):
+            assert torch.equal(net.permutations[k], perm), (model, seed, k)
+
+
 def test_reference_init_draws_every_trainable_parameter_with_std_0_05() -> None:
     inn = our_inn()
     trainable = [p for p in inn.parameters() if p.requires_grad]

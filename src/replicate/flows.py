@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -132,8 +133,11 @@ class InvertibleNetwork(nn.Module):
     """A stack of :class:`AffineCouplingBlock`, each followed by a fixed random permutation.
 
     The permutations are drawn from ``permutation_seed`` and stored as buffers, so they travel with
-    the state dict. ``init_scale`` reproduces the reference toy code's initialisation (every
-    parameter drawn from N(0, init_scale^2)); ``None`` keeps PyTorch's default.
+    the state dict. ``permutation_seed=None`` gives block k the permutation FrEIA's
+    ``PermuteRandom(seed=k)`` draws (numpy's ``RandomState(k)``), the same whatever the run's
+    seed, as the INN authors' toy notebook builds its network. ``init_scale`` reproduces that
+    notebook's initialisation (every parameter drawn from N(0, init_scale^2)); ``None`` keeps
+    PyTorch's default.
 
     Example:
         >>> net = InvertibleNetwork(dim=6, n_blocks=3, hidden=16, condition_dim=2)
@@ -151,7 +155,7 @@ class InvertibleNetwork(nn.Module):
         subnet_layers: int = 3,
         clamp: float = 2.0,
         condition_dim: int = 0,
-        permutation_seed: int = 0,
+        permutation_seed: int | None = 0,
         init_scale: float | None = None,
     ) -> None:
         super().__init__()
@@ -163,8 +167,12 @@ class InvertibleNetwork(nn.Module):
             AffineCouplingBlock(dim, hidden, subnet_layers, clamp, condition_dim)
             for _ in range(n_blocks)
         )
-        generator = torch.Generator().manual_seed(permutation_seed)
-        perms = torch.stack([torch.randperm(dim, generator=generator) for _ in range(n_blocks)])
+        if permutation_seed is None:
+            block_perms = [np.random.RandomState(k).permutation(dim) for k in range(n_blocks)]
+            perms = torch.stack([torch.as_tensor(perm) for perm in block_perms])
+        else:
+            generator = torch.Generator().manual_seed(permutation_seed)
+            perms = torch.stack([torch.randperm(dim, generator=generator) for _ in range(n_blocks)])
         self.register_buffer("permutations", perms)
         self.register_buffer("inverse_permutations", torch.argsort(perms, dim=1))
         if init_scale is not None:

@@ -89,7 +89,8 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
         "subnet_layers": net["subnet_layers"],
         "clamp": net["clamp"],
         "init_scale": net.get("init_scale"),
-        "permutation_seed": seed,
+        # per_block: block k's permutation is PermuteRandom(seed=k)'s, the same for every seed.
+        "permutation_seed": None if net.get("permutations") == "per_block" else seed,
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -133,7 +133,7 @@ class INN(nn.Module):
         hidden: int = 512,
         subnet_layers: int = 3,
         clamp: float = 2.0,
-        permutation_seed: int = 0,
+        permutation_seed: int | None = 0,
         init_scale: float | None = None,
     ) -> None:
         super().__init__()
