@@ -241,6 +241,8 @@ def test_evaluation_is_reproducible_and_leaves_the_global_generator_alone() -> N
 def test_training_curves_stage_draws_the_recorded_epoch_losses(tmp_path, monkeypatch) -> None:
     import json
 
+    import matplotlib.pyplot as plt
+
     from replicate import plots
     from replicate.latent import training_curves_stage
 
@@ -261,3 +263,4 @@ def test_training_curves_stage_draws_the_recorded_epoch_losses(tmp_path, monkeyp
     assert [list(line.get_ydata()) for line in ours.lines] == [[3.0, 2.0], [3.5, 2.5]]
     assert [list(line.get_xdata()) for line in cinn.lines] == [[1, 2]]
     assert ae.get_yscale() == "log"
+    plt.close(shown["fig"])  # save_figure would have closed it; later tests count open figures
