@@ -607,7 +607,7 @@ def training_curves_figure(
         status = json.loads(Path(status_json).read_text())
         runs.setdefault(status["model"], []).append((pd.read_csv(history_csv), status))
     if not runs:
-        raise ValueError("plot_training_curves: no training histories given")
+        raise ValueError("training_curves_figure: no training histories given")
     panels = []
     for model, seeds in runs.items():
         histories = [h for h, _ in seeds]
