@@ -62,8 +62,11 @@ def _declared_local_rules() -> set[str]:
     local = {"all"}  # collects inputs, runs nothing
     local |= _rules_with("localrule")
     for p in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
-        for m in re.finditer(r"^localrules:\s*(.+)$", p.read_text(), flags=re.MULTILINE):
-            local |= {n.strip() for n in m.group(1).split(",") if n.strip()}
+        # `localrules: a, b` on one line, or snakefmt's one name per indented line.
+        for m in re.finditer(
+            r"^localrules:((?:[ \t]*\w+,?[ \t]*)+$|(?:\n[ \t]+\w+,?)+)", p.read_text(), re.MULTILINE
+        ):
+            local |= {n.strip() for n in m.group(1).replace("\n", ",").split(",") if n.strip()}
     return local
 
 
@@ -88,6 +91,17 @@ def test_profile_resources_cover_exactly_the_training_rules() -> None:
     assert all("gpu" not in res for res in off["set-resources"].values())
     assert off["slurm-status-command"] == "squeue"
     assert "slurm_account" not in off["default-resources"]
+
+
+def test_figures_and_tables_run_on_the_submit_host() -> None:
+    """Every figure (`plot_*`) and table rule takes seconds: declared local, so a SLURM run does
+    not queue it as a job of its own; and no rule that trains (has a benchmark) is local."""
+    local = _declared_local_rules()
+    quick = {r for r in _rules_with() if r.startswith("plot_")}
+    quick |= {"table1", "gmm_metrics", "latent_metrics"}
+    assert quick <= _rules_with(), sorted(quick - _rules_with())
+    assert not quick - local, f"figure/table rules queued on SLURM: {sorted(quick - local)}"
+    assert not local & _rules_with("benchmark"), sorted(local & _rules_with("benchmark"))
 
 
 # ---------------------------------------------------------------------------------------------

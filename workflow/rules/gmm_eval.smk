@@ -15,6 +15,15 @@ FIG_SEED = SEEDS[0]
 FIG_NETWORK = config["gmm"]["figure_network"]
 
 
+# Tables and figures take seconds: on a cluster they run on the submit host instead of queueing
+# as jobs of their own.
+localrules:
+    gmm_metrics,
+    plot_fig5_1,
+    plot_fig5_2,
+    plot_training_gmm,
+
+
 # One evaluation's outputs, formatted with model, network, labels and seed; the exact posterior's
 # (no network) with labels and seed.
 GMM_EVAL_JSON = "results/gmm/eval/{model}_{network}_{labels}_seed{seed}.json"

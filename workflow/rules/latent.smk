@@ -9,6 +9,15 @@ AE_SETTINGS = {k: LATENT[k] for k in ("n_train", "n_test", "autoencoder")}
 FLOW_SETTINGS = {"flow": LATENT["flow"]}
 
 
+# Tables and figures take seconds: on a cluster they run on the submit host instead of queueing
+# as jobs of their own.
+localrules:
+    plot_reconstructions,
+    plot_fig5_3,
+    plot_fig5_4,
+    table1,
+
+
 rule train_autoencoder:
     input:
         "results/data/{dataset}/verified.json",

@@ -7,6 +7,7 @@ CLASSIFIER_SEED = SEEDS[0]
 # Only the keys each rule depends on, so editing another key does not retrain the model.
 CLASSIFIER_SETTINGS = {k: LATENT[k] for k in ("n_train", "n_test", "classifier")}
 CINN_SETTINGS = {"flow": LATENT["flow"], "cinn": LATENT["cinn"]}
+
 LATENT_EVAL_SETTINGS = {
     k: LATENT[k]
     for k in ("n_train", "n_test", "flow", "autoencoder", "n_eval_samples_per_class")
@@ -22,6 +23,13 @@ GENERATOR_FILES = {
         "results/latent/{dataset}/cinn_samples_seed{seed}.npz",
     ),
 }
+
+
+# Tables and figures take seconds: on a cluster they run on the submit host instead of queueing
+# as jobs of their own.
+localrules:
+    latent_metrics,
+    plot_training_latent,
 
 
 rule train_latent_classifier:
