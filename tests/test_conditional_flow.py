@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import multivariate_normal
@@ -17,7 +19,9 @@ torch.set_num_threads(1)
 
 def identity_flow(data_dim: int, condition_dim: int, latent_dim: int, **kw) -> ConditionalFlow:
     """A flow whose network is exactly the identity: zero subnets, identity permutations."""
-    flow = ConditionalFlow(data_dim, condition_dim, latent_dim, n_blocks=2, hidden=8, **kw)
+    with warnings.catch_warnings():  # some closed forms below use latent_dim < data_dim
+        warnings.simplefilter("ignore", UserWarning)
+        flow = ConditionalFlow(data_dim, condition_dim, latent_dim, n_blocks=2, hidden=8, **kw)
     with torch.no_grad():
         for p in flow.network.blocks.parameters():
             p.zero_()
@@ -82,13 +86,49 @@ def test_sample_shapes() -> None:
     flow = ConditionalFlow(2, 8, 2, n_blocks=2, hidden=8)
     assert flow.sample(torch.eye(8)[3], n=11).shape == (11, 2)
     assert flow.sample(torch.eye(8)[:5]).shape == (5, 2)
+    assert flow.sample(torch.eye(8)[:5], n=3).shape == (5, 3, 2)
+    # One observation as users hold it, (1, M): n draws of it.
+    assert flow.sample(torch.eye(8)[3:4], n=11).shape == (1, 11, 2)
     with pytest.raises(ValueError, match="needs n >= 1"):
         flow.sample(torch.eye(8)[3])
-    with pytest.raises(ValueError, match="one sample each"):
-        flow.sample(torch.eye(8)[:5], n=3)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            flow.sample(torch.eye(8)[:2], n=bad)
 
 
-# -- bad model input: ours, the cINN and the INN share one check (conditional_flow.check_input)
+@pytest.mark.parametrize("model", ["ours", "cinn", "inn"])
+def test_batched_sampling_equals_sampling_each_condition_alone(model: str) -> None:
+    """``sample(c_batch, n)`` (B, n, D) draws, for each row b, what ``sample(c_batch[b], n)``
+    draws from the same z: the batch is the loop, without the loop."""
+    net = _models()[model]
+    c = torch.eye(8)[[1, 4, 6]]
+    k = net.latent_dim if hasattr(net, "latent_dim") else net.data_dim
+    z = torch.randn(3, 5, k)
+    torch.manual_seed(1)
+    batched = net.sample(c, n=5, z=z)
+    assert batched.shape == (3, 5, 2)
+    for b in range(3):
+        torch.manual_seed(1)  # the same condition noise the batched call drew for row b
+        noise = torch.randn(15, 8)[b * 5 : (b + 1) * 5]
+        alone = _sample_with_noise(net, c[b], z[b], noise)
+        torch.testing.assert_close(batched[b], alone)
+
+
+def _sample_with_noise(net: torch.nn.Module, c: torch.Tensor, z: torch.Tensor, noise):
+    """One condition's samples with the condition noise given (for the batched-sampling test)."""
+    if isinstance(net, ConditionalINN):
+        return net.sample(c, z=z)
+    gen_state = torch.get_rng_state()
+    real_randn_like = torch.randn_like
+    torch.randn_like = lambda t, **kw: noise.to(t)
+    try:
+        return net.sample(c, z=z)
+    finally:
+        torch.randn_like = real_randn_like
+        torch.set_rng_state(gen_state)
+
+
+# -- bad model input: ours, the cINN and the INN share one check (conditional_flow.as_input)
 def _models() -> dict[str, torch.nn.Module]:
     return {
         "ours": ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8),
@@ -120,22 +160,30 @@ CALLS = [
     ("inn", lambda m, c: m.sample(c), "condition"),
     ("inn", lambda m, z: m.sample(C, z=z), "z"),
 ]
+CALL_IDS = [f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CALLS)]
 GOOD = {"x": X, "condition": C, "candidates": torch.eye(8), "z": Z}
 # (fault, spoil a good float32 CPU tensor, what the message must say)
 FAULTS = [
     ("shape", lambda t: t[:, :-1], r"{name} must have shape .*\(batch, {width}\), got"),
-    ("float64", lambda t: t.double(), r"{name} must be .*model's dtype torch.float32, got .*64"),
-    ("int", lambda t: t.long(), r"{name} must be a floating-point .*torch.float32, got .*int64"),
+    ("scalar", lambda t: t[0, 0], r"{name} must have shape"),
+    ("complex", lambda t: t.to(torch.complex64), r"{name} must hold real numbers"),
     ("device", lambda t: torch.empty_like(t, device="meta"), r"{name} is on meta .* on cpu"),
     ("nan", lambda t: t.index_put((torch.tensor(0),), torch.tensor(float("nan"))), "finite"),
-    ("list", lambda t: t.tolist(), r"{name} must be a torch.Tensor, got list"),
+    ("text", lambda t: "zeros", r"{name} must be a torch.Tensor or a numpy array .*, got str"),
+    ("object", lambda t: object(), r"{name} must be a torch.Tensor or a numpy array .*got object"),
+]
+# (form, convert a good float32 CPU tensor into what a user may hold): accepted, same numbers.
+CONVERSIONS = [
+    ("float64", lambda t: t.double()),
+    ("int64", lambda t: t.long()),
+    ("numpy", lambda t: t.numpy()),
+    ("numpy-float64", lambda t: t.double().numpy()),
+    ("list", lambda t: t.tolist()),
 ]
 
 
 @pytest.mark.parametrize(("fault", "spoil", "match"), FAULTS, ids=[f[0] for f in FAULTS])
-@pytest.mark.parametrize(
-    ("model", "call", "name"), CALLS, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CALLS)]
-)
+@pytest.mark.parametrize(("model", "call", "name"), CALLS, ids=CALL_IDS)
 def test_bad_input_raises_value_error_saying_what_was_expected(
     model: str, call, name: str, fault: str, spoil, match: str
 ) -> None:
@@ -146,18 +194,33 @@ def test_bad_input_raises_value_error_saying_what_was_expected(
         call(net, spoil(good))
 
 
+@pytest.mark.parametrize(("form", "convert"), CONVERSIONS, ids=[c[0] for c in CONVERSIONS])
+@pytest.mark.parametrize(("model", "call", "name"), CALLS, ids=CALL_IDS)
+def test_numpy_and_other_dtypes_are_converted_to_the_models_dtype(
+    model: str, call, name: str, form: str, convert
+) -> None:
+    net = _models()[model]
+    good = GOOD[name]
+    torch.manual_seed(0)
+    want = call(net, good)
+    torch.manual_seed(0)
+    got = call(net, convert(good))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_input_for_a_model_on_another_device_is_rejected() -> None:
     flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8).to("meta")
     with pytest.raises(ValueError, match="x is on cpu but the model is on meta"):
         flow.predict(torch.randn(3, 2))
 
 
-def test_a_float64_model_takes_float64_input() -> None:
-    """The dtype expected is the model's, not float32 always."""
+def test_a_float64_model_works_in_float64() -> None:
+    """The dtype inputs are converted to is the model's, not float32 always."""
     flow = ConditionalFlow(2, 8, 2, n_blocks=1, hidden=8).double()
     assert flow.sample(torch.eye(8, dtype=torch.float64)[:3]).dtype == torch.float64
-    with pytest.raises(ValueError, match="model's dtype torch.float64, got torch.float32"):
-        flow.predict(X)
+    assert flow.predict(X).dtype == torch.float64
+    assert flow.sample(np.eye(8)[:3]).dtype == torch.float64
 
 
 @pytest.mark.parametrize(
@@ -166,11 +229,25 @@ def test_a_float64_model_takes_float64_input() -> None:
         ({"data_dim": 12, "condition_dim": 8, "latent_dim": 2}, "dimensions do not add up"),
         ({"data_dim": 2, "condition_dim": 8, "latent_dim": 2, "eps": 0.0}, "eps must be > 0"),
         ({"data_dim": 2, "condition_dim": 8, "latent_dim": 2, "sigma": -1.0}, "sigma must be"),
+        ({"data_dim": 2, "condition_dim": 8, "latent_dim": 0}, "latent_dim must be >= 1"),
+        ({"data_dim": 2, "condition_dim": 3, "latent_dim": 2, "eps": [0.1, 0.2]}, "one per"),
+        ({"data_dim": 2, "condition_dim": 2, "latent_dim": 2, "eps": [0.1, -0.2]}, "eps must"),
+        ({"data_dim": 0, "condition_dim": 2, "latent_dim": 2}, "data_dim must be >= 1"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ConditionalFlow(n_blocks=1, hidden=4, **kwargs)
+
+
+def test_latent_dim_below_data_dim_warns_with_the_reason_and_the_padding() -> None:
+    with pytest.warns(UserWarning, match=r"latent_dim \(1\) < data_dim \(3\).*padding 0"):
+        flow = ConditionalFlow(3, 2, 1, n_blocks=1, hidden=4)
+    assert flow.pad_dim == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ConditionalFlow(3, 2, 3, n_blocks=1, hidden=4).pad_dim == 2
+    assert "padding (2)" in repr(ConditionalFlow(3, 2, 3, n_blocks=1, hidden=4))
 
 
 def test_training_learns_a_conditional_gaussian() -> None:

@@ -15,6 +15,7 @@ from replicate.training import (
     EpochBatches,
     FitResult,
     Resume,
+    Validation,
     epoch_permutation,
     fit,
     make_optimizer,
@@ -105,7 +106,10 @@ def test_checkpoint_of_another_configuration_starts_over(tmp_path: Path) -> None
     w = torch.nn.Parameter(torch.ones(1))
     optimizer = make_optimizer([w], lr=0.1)
     training_module._save(
-        Resume(path, torch.nn.ParameterList([w]), {"lr": 0.2}), optimizer, [{"loss": 1.0}] * 4
+        Resume(path, torch.nn.ParameterList([w]), {"lr": 0.2}),
+        optimizer,
+        FitResult(history=[{"loss": 1.0}] * 4),
+        {},
     )
     result = fit(
         lambda i: {"loss": (w**2).sum()},
@@ -153,7 +157,10 @@ def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
     saved = torch.nn.ParameterList([torch.nn.Parameter(torch.full((1,), 7.0))])
     # 3 iterations of history: not a whole number of this run's 4-iteration segments.
     training_module._save(
-        Resume(path, saved, {}), make_optimizer(saved, lr=0.1), [{"loss": 1.0}] * 3
+        Resume(path, saved, {}),
+        make_optimizer(saved, lr=0.1),
+        FitResult(history=[{"loss": 1.0}] * 3),
+        {},
     )
     seen: list[float] = []
 
@@ -170,3 +177,125 @@ def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
         progress_every=0,
     )
     assert result.resumed_at == 0 and seen[0] == 1.0, "the checkpoint's weights were loaded"
+
+
+# -- validation: held-out loss, early stopping, best weights ---------------------------------
+def _overshooting_run(patience: int | None, **kw) -> tuple[FitResult, torch.nn.Parameter, list]:
+    """w descends (w - 3)^2 from 0 in 10 segments of 2 steps; the held-out loss is (w - 1)^2, so
+    it improves until w passes 1 and then worsens: the best weights are those nearest 1."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.ParameterList([w])
+    at_segment_end: list[float] = []
+
+    def held_out(generator: torch.Generator) -> torch.Tensor:
+        at_segment_end.append(float(w))
+        return (w - 1.0) ** 2
+
+    result = fit(
+        lambda i: {"loss": ((w - 3.0) ** 2).sum()},
+        torch.optim.SGD([w], lr=0.05),
+        iterations=20,
+        segment=2,
+        progress_every=0,
+        validation=Validation(model, held_out, patience=patience),
+        **kw,
+    )
+    return result, w, at_segment_end
+
+
+def test_early_stopping_restores_the_best_weights() -> None:
+    result, w, seen = _overshooting_run(patience=2)
+    best = min(range(len(seen)), key=lambda k: abs(seen[k] - 1.0))
+    assert result.stopped_early and len(result.validation) == best + 1 + 2
+    assert result.best_segment == best + 1
+    assert float(w.detach()) == seen[best], "the model must end with the best segment's weights"
+    assert len(result.history) == 2 * len(seen) < 20
+
+
+def test_without_patience_every_segment_runs_and_the_best_weights_come_back() -> None:
+    result, w, seen = _overshooting_run(patience=None)
+    assert not result.stopped_early and len(result.validation) == 10 and len(result.history) == 20
+    best = min(range(10), key=lambda k: abs(seen[k] - 1.0))
+    assert float(w.detach()) == seen[best] != seen[-1]
+
+
+def test_validation_loss_gets_the_same_seeded_noise_and_leaves_training_noise_alone() -> None:
+    """The held-out loss draws from its own generator (the same draws every time); training's
+    global stream, reseeded per segment, is what it is without validation."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    draws: list[float] = []
+
+    def held_out(generator: torch.Generator) -> torch.Tensor:
+        draws.append(float(torch.randn(1, generator=generator)))
+        return (w - 1.0) ** 2
+
+    def run(validation: Validation | None) -> list[float]:
+        with torch.no_grad():
+            w.zero_()
+        result = fit(
+            lambda i: {"loss": ((w - torch.randn(1)) ** 2).sum()},
+            torch.optim.SGD([w], lr=0.05),
+            iterations=8,
+            segment=2,
+            seed=5,
+            progress_every=0,
+            validation=validation,
+        )
+        return [h["loss"] for h in result.history]
+
+    with_validation = run(Validation(torch.nn.ParameterList([w]), held_out, seed=11))
+    assert with_validation == run(None)
+    assert len(draws) == 4 and len(set(draws)) == 1
+
+
+def test_a_killed_run_with_validation_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    def run(path: Path) -> tuple[FitResult, float]:
+        w = torch.nn.Parameter(torch.zeros(1))
+        model = torch.nn.ParameterList([w])
+        result = fit(
+            lambda i: {"loss": ((w - 3.0) ** 2).sum()},
+            make_optimizer([w], lr=0.1),
+            iterations=20,
+            segment=2,
+            progress_every=0,
+            resume=Resume(path, model, {}),
+            validation=Validation(model, lambda g: (w - 1.0) ** 2, patience=3),
+        )
+        return result, float(w.detach())
+
+    whole, w_whole = run(tmp_path / "whole.safetensors")
+    with killed_after_checkpoints(3):
+        run(tmp_path / "killed.safetensors")
+    resumed, w_resumed = run(tmp_path / "killed.safetensors")
+    assert resumed.resumed_at == 6
+    assert resumed.validation == whole.validation and resumed.best_segment == whole.best_segment
+    assert resumed.stopped_early == whole.stopped_early and w_resumed == w_whole
+
+
+def test_fit_conditional_stops_early_and_restores_the_best_flow() -> None:
+    """A flow that can memorise 64 pairs overfits: early stopping fires and the model ends with
+    the weights of its best held-out NLL (recomputed here with the same seeded generator)."""
+    from replicate import ConditionalFlow
+    from replicate.training import fit_conditional
+
+    torch.manual_seed(0)
+    flow = ConditionalFlow(2, 2, 2, eps=0.01, sigma=0.05, n_blocks=4, hidden=64)
+    c = torch.randn(400, 2)
+    x = c + 0.3 * torch.randn(400, 2)
+    result = fit_conditional(
+        flow,
+        x[:64],
+        c[:64],
+        validation_data=(x[64:], c[64:]),
+        epochs=300,
+        batch_size=64,
+        lr=3e-3,
+        patience=5,
+    )
+    assert result.stopped_early and len(result.validation) < 300
+    best = min(result.validation)
+    assert result.validation[result.best_segment - 1] == best
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        again = float(flow.nll(x[64:], c[64:], generator=generator).mean())
+    assert again == pytest.approx(best, rel=1e-6)

@@ -16,17 +16,23 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from replicate.conditional_flow import check_input, sampling_inputs
+from replicate.conditional_flow import StandardizedModel, as_input, sampling_inputs
 from replicate.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalINN"]
 
 
-class ConditionalINN(nn.Module):
-    """Conditional invertible network x <-> z given c; see :class:`InvertibleNetwork` for args."""
+class ConditionalINN(StandardizedModel):
+    """Conditional invertible network x <-> z given c; see :class:`InvertibleNetwork` for args.
+
+    Inputs and conditions can be standardised inside the model
+    (:meth:`~replicate.conditional_flow.StandardizedModel.fit_standardization`), as for
+    :class:`~replicate.conditional_flow.ConditionalFlow`; the map of x enters the density exactly.
+    """
 
     def __init__(
         self,
@@ -39,8 +45,7 @@ class ConditionalINN(nn.Module):
         permutation_seed: int | None = 0,
         init_scale: float | None = None,
     ) -> None:
-        super().__init__()
-        self.data_dim, self.condition_dim = data_dim, condition_dim
+        super().__init__(data_dim, condition_dim)
         self.network = InvertibleNetwork(
             data_dim,
             n_blocks,
@@ -52,36 +57,54 @@ class ConditionalINN(nn.Module):
             init_scale=init_scale,
         )
 
-    def _forward(self, x: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
-        """``(z, log|det J|)`` of checked inputs x (B, D) and condition (B, M)."""
-        check_input(self, x, "x", self.data_dim)
-        check_input(self, condition, "condition", self.condition_dim)
-        return self.network(x, condition)
+    def _forward(
+        self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray
+    ) -> tuple[Tensor, Tensor]:
+        """``(z, log|det J|)`` of inputs x (B, D) and condition (B, M), the map of x included."""
+        x = as_input(self, x, "x", self.data_dim)
+        condition = as_input(self, condition, "condition", self.condition_dim)
+        z, log_det = self.network(self.x_standardization(x), self.c_standardization(condition))
+        return z, log_det + self.x_standardization.log_det()
 
-    def nll(self, x: Tensor, condition: Tensor) -> Tensor:
-        """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped)."""
+    def nll(
+        self,
+        x: Tensor | np.ndarray,
+        condition: Tensor | np.ndarray,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped). Draws no noise:
+        ``generator`` is accepted so that every model's ``nll`` is called the same way."""
         z, log_det = self._forward(x, condition)
         return 0.5 * (z**2).sum(dim=1) - log_det
 
-    def log_prob(self, x: Tensor, condition: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray) -> Tensor:
         """Exact log p(x | c) per row, constants included."""
         z, log_det = self._forward(x, condition)
         return standard_normal_log_prob(z) + log_det
 
     @torch.no_grad()
-    def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
-        """Draw x ~ p(x | c): one condition (M,) with ``n`` samples, or a batch (B, M), one each.
+    def sample(
+        self,
+        condition: Tensor | np.ndarray,
+        n: int | None = None,
+        z: Tensor | np.ndarray | None = None,
+    ) -> Tensor:
+        """Draw x ~ p(x | c): one condition (M,) with ``n`` samples, (n, D); a batch (B, M) with
+        ``n``, (B, n, D); a batch without ``n``, one each, (B, D) (as ConditionalFlow.sample).
 
-        Pass ``z`` of shape (rows, D) to fix the latent variable instead of drawing it.
+        Pass ``z`` to fix the latent variable instead of drawing it.
         """
-        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.data_dim)
-        return self.network.inverse(z, condition)
+        condition, z, shape = sampling_inputs(
+            self, condition, n, z, self.condition_dim, self.data_dim
+        )
+        x = self.network.inverse(z, self.c_standardization(condition))
+        return self.x_standardization.inverse(x).reshape(*shape, self.data_dim)
 
     @torch.no_grad()
     def classify(self, x: Tensor, candidates: Tensor, log_prior: Tensor | None = None) -> Tensor:
         """Log posterior log p(c_k | x) over ``candidates`` (K, M) by Bayes' rule, shape (B, K)."""
-        check_input(self, x, "x", self.data_dim)
-        check_input(self, candidates, "candidates", self.condition_dim)
+        x = as_input(self, x, "x", self.data_dim)
+        candidates = as_input(self, candidates, "candidates", self.condition_dim)
         scores = torch.stack(
             [self.log_prob(x, c.expand(x.shape[0], -1)) for c in candidates], dim=1
         )

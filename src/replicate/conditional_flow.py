@@ -19,110 +19,192 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from replicate.flows import InvertibleNetwork, standard_normal_log_prob
+from replicate.standardization import Standardization
 
-__all__ = ["ConditionalFlow", "check_input", "sampling_inputs"]
+__all__ = ["ConditionalFlow", "StandardizedModel", "as_input", "sampling_inputs"]
 
 
-def check_input(
-    model: nn.Module, t: Tensor, name: str, width: int, ndims: tuple[int, ...] = (2,)
-) -> None:
-    """Raise ``ValueError`` saying what was expected unless ``t`` fits ``model``.
+def as_input(
+    model: nn.Module, t: Tensor | np.ndarray, name: str, width: int, ndims: tuple[int, ...] = (2,)
+) -> Tensor:
+    """``t`` as a tensor that fits ``model``, or ``ValueError`` saying what was expected.
 
-    ``t`` must be a tensor of shape (batch, ``width``) (or (``width``,) when ``ndims`` allows 1),
-    of the model's floating-point dtype, on the model's device, and finite: a wrong input fails
-    here, naming the argument, instead of deep inside a matmul or as a NaN loss.
-    Shared by every conditional model (:class:`ConditionalFlow`, the cINN, the INN).
+    ``t`` must have shape (batch, ``width``) (or (``width``,) when ``ndims`` allows 1) and be
+    finite. A numpy array (or any array-like) becomes a tensor on the model's device; real numbers
+    of another dtype (float64, integers, bool) are converted to the model's floating-point dtype.
+    A tensor on another device is refused with the ``.to(...)`` to write: moving data between
+    devices silently hides a slow copy. A wrong input fails here, naming the argument, instead of
+    deep inside a matmul or as a NaN loss. Shared by every conditional model
+    (:class:`ConditionalFlow`, the cINN, the INN).
 
     Example:
         >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)
-        >>> check_input(flow, torch.zeros(5, 3), "x", 2)
+        >>> as_input(flow, np.zeros((5, 2)), "x", 2).dtype
+        torch.float32
+        >>> as_input(flow, torch.zeros(5, 3), "x", 2)
         Traceback (most recent call last):
         ...
         ValueError: x must have shape (batch, 2), got (5, 3)
     """
+    param = next(model.parameters())
     if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.ndim not in ndims or t.shape[-1] != width:
+        try:
+            t = torch.as_tensor(np.asarray(t), device=param.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"{name} must be a torch.Tensor or a numpy array of real numbers, "
+                f"got {type(t).__name__}"
+            ) from None
+    if t.ndim not in ndims or t.ndim == 0 or t.shape[-1] != width:
         shapes = " or ".join(f"(batch, {width})" if n == 2 else f"({width},)" for n in ndims)
         raise ValueError(f"{name} must have shape {shapes}, got {tuple(t.shape)}")
-    param = next(model.parameters())
-    if t.dtype != param.dtype:
-        raise ValueError(
-            f"{name} must be a floating-point tensor of the model's dtype {param.dtype}, "
-            f"got {t.dtype}"
-        )
+    if t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got {t.dtype}")
     if t.device != param.device:
         raise ValueError(
             f"{name} is on {t.device} but the model is on {param.device}; "
             f"move it with .to({str(param.device)!r})"
         )
+    t = t.to(param.dtype)
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} must be finite, but contains NaN or inf values")
+    return t
 
 
 def sampling_inputs(
     model: nn.Module,
-    condition: Tensor,
+    condition: Tensor | np.ndarray,
     n: int | None,
-    z: Tensor | None,
+    z: Tensor | np.ndarray | None,
     condition_dim: int,
     latent_dim: int,
-) -> tuple[Tensor, Tensor]:
-    """Checked ``(conditions, z)`` for a model's ``sample``, one row per sample.
+) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Checked ``(conditions, z, shape)`` for a model's ``sample``: one row per sample, and the
+    leading shape the samples are returned in (``samples.reshape(*shape, D)``).
 
-    ``condition`` is one condition (``condition_dim``,) with ``n`` >= 1 samples wanted, or a batch
-    (B, ``condition_dim``), one sample per row (``n`` then None or B). ``z`` (rows,
-    ``latent_dim``) fixes the latent variable; None draws it from N(0, I). Every tensor passes
-    :func:`check_input`.
+    - one condition (``condition_dim``,) with ``n`` samples: ``shape = (n,)``;
+    - a batch (B, ``condition_dim``) with ``n=None``: one sample per row, ``shape = (B,)``;
+    - a batch (B, ``condition_dim``) with ``n``: ``n`` samples of each, ``shape = (B, n)``
+      (so a single observation of shape (1, M) gives (1, n, D)).
+
+    ``z`` (of ``shape`` + (``latent_dim``,), or flat (rows, ``latent_dim``)) fixes the latent
+    variable; None draws it from N(0, I). With one condition, a given ``z`` and no ``n``, ``n`` is
+    the number of rows of ``z``. Every input passes :func:`as_input` (numpy arrays and other dtypes
+    are converted).
+
+    Example:
+        >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)
+        >>> c, z, shape = sampling_inputs(flow, torch.eye(3)[:2], 5, None, 3, 2)
+        >>> tuple(c.shape), tuple(z.shape), shape
+        ((10, 3), (10, 2), (2, 5))
     """
-    check_input(model, condition, "condition", condition_dim, ndims=(1, 2))
+    condition = as_input(model, condition, "condition", condition_dim, ndims=(1, 2))
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"sample: n must be a positive integer (samples per condition), got {n!r}")
     if condition.ndim == 1:
-        if n is None or n < 1:
+        if n is None and z is not None:
+            n = len(z)
+        if n is None:
             raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
+        shape: tuple[int, ...] = (n,)
         condition = condition.expand(n, -1)
-    elif n is not None and n != condition.shape[0]:
-        raise ValueError(
-            f"sample: a batch of {condition.shape[0]} conditions gives one sample each; "
-            f"got n={n} (pass one condition of shape (M,) to draw n samples of it)"
-        )
+    elif n is None:
+        shape = (condition.shape[0],)
+    else:
+        shape = (condition.shape[0], n)
+        condition = condition.repeat_interleave(n, dim=0)
     rows = condition.shape[0]
     if z is None:
-        return condition, torch.randn(
-            rows, latent_dim, dtype=condition.dtype, device=condition.device
+        return (
+            condition,
+            torch.randn(rows, latent_dim, dtype=condition.dtype, device=condition.device),
+            shape,
         )
-    check_input(model, z, "z", latent_dim)
+    if isinstance(z, Tensor) and z.ndim == len(shape) + 1 and tuple(z.shape[:-1]) == shape:
+        z = z.reshape(rows, z.shape[-1])
+    z = as_input(model, z, "z", latent_dim)
     if z.shape[0] != rows:
-        raise ValueError(f"z has {z.shape[0]} rows but there are {rows} conditions")
-    return condition, z
+        raise ValueError(f"z has {z.shape[0]} rows but {rows} samples are asked for")
+    return condition, z, shape
 
 
-class ConditionalFlow(nn.Module):
+class StandardizedModel(nn.Module):
+    """What the conditional models share: per-coordinate standardisation of x and of the
+    condition (:class:`replicate.standardization.Standardization`, identity until fitted), and
+    :meth:`fit_standardization` to fit both from training data."""
+
+    def __init__(self, data_dim: int, condition_dim: int) -> None:
+        super().__init__()
+        self.data_dim, self.condition_dim = data_dim, condition_dim
+        self.x_standardization = Standardization(data_dim)
+        self.c_standardization = Standardization(condition_dim)
+
+    def fit_standardization(
+        self, x: Tensor | np.ndarray | None = None, condition: Tensor | np.ndarray | None = None
+    ) -> StandardizedModel:
+        """Standardise x and/or the condition by the per-coordinate mean and std of training data.
+
+        Call once before training, with the training set (or a large part of it); returns
+        ``self``. Leave a one-hot condition unstandardised (pass only ``x``).
+
+        Example:
+            >>> flow = ConditionalFlow(2, 2, 2, n_blocks=1, hidden=4)
+            >>> x, c = 100 + 5 * torch.randn(500, 2), torch.randn(500, 2)
+            >>> flow.fit_standardization(x, c).x_standardization.shift.round(decimals=-1).tolist()
+            [100.0, 100.0]
+        """
+        if x is not None:
+            self.x_standardization.fit(as_input(self, x, "x", self.data_dim))
+        if condition is not None:
+            self.c_standardization.fit(as_input(self, condition, "condition", self.condition_dim))
+        return self
+
+
+class ConditionalFlow(StandardizedModel):
     """Model p(x | c) and infer c from x with one invertible network.
 
     Dimensions: ``data_dim`` (D) + padding (P) = ``latent_dim`` (K) + ``condition_dim`` (M); the
-    padding is whatever makes the two sides equal, and must be >= 0.
+    padding is whatever makes the two sides equal (``pad_dim``), and must be >= 0. K >= 1; with
+    K < D the posterior lives on a K-dimensional surface of the D-dimensional data space, which
+    is warned about (a deterministic inverse when K + M = D and the data are noisy is rarely meant).
+
+    ``eps`` is the standard deviation of the noise the method puts on the condition output, in
+    the condition's own units (a scalar, or one value per condition coordinate). For a label
+    (one-hot) condition the paper uses 0.1. For a continuous, noisy observation set it to the
+    observation's noise std where that is known: it is the width the model gives p(c | x), and the
+    linear-Gaussian check (README, ``replicate.linear_gaussian``) shows a much smaller ``eps`` gives
+    overconfident posteriors.
+
+    Inputs and conditions can be standardised inside the model (:meth:`fit_standardization`):
+    the affine maps are buffers saved with the weights, undone when sampling and predicting, and
+    included exactly in :meth:`log_prob` and :meth:`nll` (the Jacobian of the map of x).
 
     Args:
         data_dim: D, the size of x.
-        condition_dim: M, the size of the condition (e.g. a one-hot label).
-        latent_dim: K, the size of the dummy variable z.
-        eps: standard deviation of the noise on the condition output (paper: 0.1).
+        condition_dim: M, the size of the condition (a one-hot label, an observation).
+        latent_dim: K >= 1, the size of the dummy variable z.
+        eps: std of the noise on the condition output, in the condition's units (paper: 0.1).
         sigma: standard deviation of the noise on the zero padding (paper: 0.05).
         n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network, see
             :class:`replicate.flows.InvertibleNetwork`.
     """
+
+    eps_per_dim: Tensor
 
     def __init__(
         self,
         data_dim: int,
         condition_dim: int,
         latent_dim: int,
-        eps: float = 0.1,
+        eps: float | Sequence[float] = 0.1,
         sigma: float = 0.05,
         n_blocks: int = 8,
         hidden: int = 512,
@@ -131,20 +213,43 @@ class ConditionalFlow(nn.Module):
         permutation_seed: int | None = 0,
         init_scale: float | None = None,
     ) -> None:
-        super().__init__()
+        for name, value in (("data_dim", data_dim), ("condition_dim", condition_dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if latent_dim < 1:
+            raise ValueError(
+                f"latent_dim must be >= 1, got {latent_dim}: with no dummy variable z the flow "
+                "maps x to the condition alone and p(x | c) is a point (nothing to sample)"
+            )
         pad_dim = latent_dim + condition_dim - data_dim
         if pad_dim < 0:
             raise ValueError(
                 f"dimensions do not add up: data_dim ({data_dim}) must be <= latent_dim "
                 f"({latent_dim}) + condition_dim ({condition_dim}); padding cannot be negative"
             )
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        if latent_dim < data_dim:
+            warnings.warn(
+                f"latent_dim ({latent_dim}) < data_dim ({data_dim}): every sample of p(x | c) "
+                f"lies on a {latent_dim}-dimensional surface of the {data_dim}-dimensional data "
+                f"space (padding {pad_dim}); use latent_dim >= data_dim for a posterior that can "
+                "spread in every direction",
+                stacklevel=2,
+            )
+        eps_values = torch.as_tensor(eps, dtype=torch.float32).flatten()
+        if eps_values.numel() == 1:
+            eps_values = eps_values.expand(condition_dim).clone()
+        if eps_values.numel() != condition_dim or not bool((eps_values > 0).all()):
+            raise ValueError(
+                f"eps must be > 0, one value or one per condition coordinate ({condition_dim}), "
+                f"got {eps}"
+            )
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
-        self.data_dim, self.condition_dim, self.latent_dim = data_dim, condition_dim, latent_dim
-        self.pad_dim = pad_dim
-        self.eps, self.sigma = eps, sigma
+        super().__init__(data_dim, condition_dim)
+        self.latent_dim, self.pad_dim = latent_dim, pad_dim
+        self.eps = eps if isinstance(eps, float | int) else tuple(float(e) for e in eps)
+        self.sigma = sigma
+        self.register_buffer("eps_per_dim", eps_values)
         self.network = InvertibleNetwork(
             data_dim + pad_dim,
             n_blocks,
@@ -155,71 +260,133 @@ class ConditionalFlow(nn.Module):
             init_scale=init_scale,
         )
 
-    def _pad(self, x: Tensor, noise: bool) -> Tensor:
+    @classmethod
+    def for_observations(
+        cls,
+        data_dim: int,
+        observation_dim: int,
+        noise_std: float | Sequence[float],
+        **network: float | int | None,
+    ) -> ConditionalFlow:
+        """The method for a continuous, noisy observation: ``eps`` = the observation's noise std
+        (its units; one value or one per coordinate), ``latent_dim = data_dim`` so the posterior
+        can spread in every direction (padding = ``observation_dim``), ``sigma`` 0.05.
+
+        The rule behind it, measured on the linear-Gaussian problem
+        (``python -m replicate.linear_gaussian``, README): the posterior is recovered at
+        ``eps = noise_std`` and clearly missed at a tenth of it or three times it. When the
+        noise is not known, compare a few ``eps`` by held-out :meth:`log_prob` (not by the loss,
+        whose dropped constants depend on ``eps``).
+
+        Example:
+            >>> flow = ConditionalFlow.for_observations(4, 2, noise_std=0.05, n_blocks=2, hidden=8)
+            >>> flow.latent_dim, flow.pad_dim, flow.eps
+            (4, 2, 0.05)
+        """
+        network.setdefault("sigma", 0.05)
+        return cls(data_dim, observation_dim, latent_dim=data_dim, eps=noise_std, **network)
+
+    def extra_repr(self) -> str:
+        return (
+            f"x ({self.data_dim}) + padding ({self.pad_dim}) <-> z ({self.latent_dim}) + "
+            f"condition ({self.condition_dim}), eps={self.eps}, sigma={self.sigma}"
+        )
+
+    def _eps(self) -> Tensor:
+        """eps in the standardised condition's units, one value per coordinate."""
+        return self.eps_per_dim / self.c_standardization.scale
+
+    def _pad(self, x: Tensor, noise: bool, generator: torch.Generator | None = None) -> Tensor:
         pad = x.new_zeros(x.shape[0], self.pad_dim)
         if noise and self.sigma > 0:
-            pad = pad + self.sigma * torch.randn_like(pad)
+            pad = pad + self.sigma * torch.randn(
+                pad.shape, generator=generator, dtype=pad.dtype, device=pad.device
+            )
         return torch.cat([x, pad], dim=1)
 
-    def _split(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y[:, : self.latent_dim], y[:, self.latent_dim :]
+    def _forward(
+        self, x: Tensor, noise: bool, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z, c_hat, log|det|)`` of checked x, in standardised units (log det of x's map in)."""
+        y, log_det = self.network(self._pad(self.x_standardization(x), noise, generator))
+        log_det = log_det + self.x_standardization.log_det()
+        return y[:, : self.latent_dim], y[:, self.latent_dim :], log_det
 
     # -- the method ---------------------------------------------------------------------------
-    def nll(self, x: Tensor, condition: Tensor) -> Tensor:
-        """Per-row training loss: ``0.5||z||^2 + 0.5||c_hat - c||^2 / eps^2 - log|det J|``.
+    def nll(
+        self,
+        x: Tensor | np.ndarray,
+        condition: Tensor | np.ndarray,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Per-row training loss: ``0.5||z||^2 + 0.5||(c_hat - c) / eps||^2 - log|det J|``.
 
-        The padding gets fresh noise of std ``sigma``; constants are dropped (paper eq. 10).
+        The padding gets fresh noise of std ``sigma``, drawn from ``generator`` (default: the
+        global one; pass a seeded one for a validation loss that does not move training's
+        randomness). Constants are dropped (paper eq. 10); with standardisation, ``J`` includes
+        the map of x, so the loss is that of x in its own units.
         """
-        check_input(self, x, "x", self.data_dim)
-        check_input(self, condition, "condition", self.condition_dim)
-        y, log_det = self.network(self._pad(x, noise=True))
-        z, c_hat = self._split(y)
-        fit = ((c_hat - condition) ** 2).sum(dim=1) / self.eps**2
-        return 0.5 * (z**2).sum(dim=1) + 0.5 * fit - log_det
+        x = as_input(self, x, "x", self.data_dim)
+        condition = as_input(self, condition, "condition", self.condition_dim)
+        z, c_hat, log_det = self._forward(x, noise=True, generator=generator)
+        residual = (c_hat - self.c_standardization(condition)) / self._eps()
+        return 0.5 * (z**2).sum(dim=1) + 0.5 * (residual**2).sum(dim=1) - log_det
 
-    def log_prob(self, x: Tensor, condition: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray) -> Tensor:
         """Estimate of log p(x | c), one value per row, constants included.
 
         The flow models the padded vector ``[x, x0]``; at ``x0 = 0`` an ideal model's density is
         ``p(x | c) * N(0; 0, sigma^2 I)``, so that Gaussian's log density at zero is subtracted to
         make the number comparable with the true p(x | c). With ``sigma == 0`` the padding is a
-        point mass and the density of ``[x, 0]`` is returned as it is.
+        point mass and the density of ``[x, 0]`` is returned as it is. The standardisation of x
+        enters through its Jacobian, so standardised and raw models of the same transform agree.
         """
-        check_input(self, x, "x", self.data_dim)
-        check_input(self, condition, "condition", self.condition_dim)
-        y, log_det = self.network(self._pad(x, noise=False))
-        z, c_hat = self._split(y)
-        log_p_c = standard_normal_log_prob((c_hat - condition) / self.eps)
-        log_p_c = log_p_c - self.condition_dim * math.log(self.eps)
-        log_p = standard_normal_log_prob(z) + log_p_c + log_det
+        x = as_input(self, x, "x", self.data_dim)
+        condition = as_input(self, condition, "condition", self.condition_dim)
+        z, c_hat, log_det = self._forward(x, noise=False)
+        eps = self._eps()
+        log_p_c = standard_normal_log_prob((c_hat - self.c_standardization(condition)) / eps)
+        log_p = standard_normal_log_prob(z) + log_p_c - torch.log(eps).sum() + log_det
         if self.sigma > 0 and self.pad_dim > 0:
             log_p = log_p + 0.5 * self.pad_dim * math.log(2 * math.pi * self.sigma**2)
         return log_p
 
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """The inferred condition ``c_hat`` from one forward pass (padding at zero).
-
-        For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
+    def predict(self, x: Tensor | np.ndarray) -> Tensor:
+        """The inferred condition ``c_hat`` (in the condition's units) from one forward pass
+        (padding at zero). For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
         """
-        check_input(self, x, "x", self.data_dim)
-        return self._split(self.network(self._pad(x, noise=False))[0])[1]
+        x = as_input(self, x, "x", self.data_dim)
+        return self.c_standardization.inverse(self._forward(x, noise=False)[1])
 
     @torch.no_grad()
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor | np.ndarray) -> Tensor:
         """The dummy variable ``z`` of ``x`` (padding at zero)."""
-        check_input(self, x, "x", self.data_dim)
-        return self._split(self.network(self._pad(x, noise=False))[0])[0]
+        x = as_input(self, x, "x", self.data_dim)
+        return self._forward(x, noise=False)[0]
 
     @torch.no_grad()
-    def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
+    def sample(
+        self,
+        condition: Tensor | np.ndarray,
+        n: int | None = None,
+        z: Tensor | np.ndarray | None = None,
+    ) -> Tensor:
         """Draw x ~ p(x | c).
 
-        ``condition`` is either one condition of shape (M,) with ``n`` samples wanted, giving
-        (n, D), or a batch of shape (B, M), one sample per row, giving (B, D). Pass ``z`` of shape
-        (rows, K) to fix the dummy variable instead of drawing it (the paper's Figure 5.4).
+        - one condition of shape (M,) and ``n``: (n, D);
+        - a batch (B, M) and ``n``: ``n`` samples of each, (B, n, D) (one observation held as
+          (1, M) gives (1, n, D)); no Python loop over the batch;
+        - a batch (B, M) without ``n``: one sample per row, (B, D).
+
+        Numpy arrays and other dtypes are converted (see :func:`as_input`). Pass ``z`` to fix
+        the dummy variable instead of drawing it (the paper's Figure 5.4).
         """
-        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.latent_dim)
-        c_hat = condition + self.eps * torch.randn_like(condition)
+        condition, z, shape = sampling_inputs(
+            self, condition, n, z, self.condition_dim, self.latent_dim
+        )
+        eps = self._eps()
+        c_hat = self.c_standardization(condition) + eps * torch.randn_like(condition)
         x_padded = self.network.inverse(torch.cat([z, c_hat], dim=1))
-        return x_padded[:, : self.data_dim]
+        x = self.x_standardization.inverse(x_padded[:, : self.data_dim])
+        return x.reshape(*shape, self.data_dim)

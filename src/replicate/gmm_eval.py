@@ -421,10 +421,7 @@ def _markdown(table: pd.DataFrame) -> str:
     for m in TABLE_METRICS:
         d = digits.get(m, 3)
         mean, std = table[f"{m}_mean"], table[f"{m}_std"]
-        out[m] = [
-            "n/a" if pd.isna(a) else (f"{a:.{d}f}" if pd.isna(b) else f"{a:.{d}f} ± {b:.{d}f}")
-            for a, b in zip(mean, std, strict=True)
-        ]
+        out[m] = metrics.mean_std_cells(mean, std, d)
         if m == "accuracy":
             out["bayes_accuracy"] = table["bayes_accuracy"].map(lambda v: f"{v:.3f}")
         if m == "nll":

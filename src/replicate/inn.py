@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from replicate.conditional_flow import check_input, sampling_inputs
+from replicate.conditional_flow import as_input, sampling_inputs
 from replicate.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
@@ -246,7 +246,7 @@ class INN(nn.Module):
 
         For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
         """
-        check_input(self, x, "x", self.data_dim)
+        x = as_input(self, x, "x", self.data_dim)
         padded = torch.cat([x, x.new_zeros(x.shape[0], self.pad_x)], dim=1)
         return self.network(padded)[0][:, -self.condition_dim :]
 
@@ -254,14 +254,15 @@ class INN(nn.Module):
     def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
         """Draw x for a condition as the reference does: ``f^-1([z, 0, y + sample_y_noise * n])``.
 
-        ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), or a batch (B, M),
-        one sample each; z ~ N(0, I) unless given. As in the reference notebook's sampling cell,
+        ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), a batch (B, M)
+        with ``n``, (B, n, D), or a batch without ``n``, one sample each, (B, D); z ~ N(0, I)
+        unless given. As in the reference notebook's sampling cell,
         the output padding (if any) is zero and y carries the training label noise (its 0.1):
         without it the samples squeeze towards the mode centres.
         """
-        if n is None and isinstance(z, Tensor) and getattr(condition, "ndim", 0) == 1:
-            n = z.shape[0]  # one condition and a given z: as many samples as rows of z
-        condition, z = sampling_inputs(self, condition, n, z, self.condition_dim, self.latent_dim)
+        condition, z, shape = sampling_inputs(
+            self, condition, n, z, self.condition_dim, self.latent_dim
+        )
         y = condition + self.sample_y_noise * torch.randn_like(condition)
         x = self.network.inverse(self._output(z, z.new_zeros(z.shape[0], self.pad_yz), y))
-        return x[:, : self.data_dim]
+        return x[:, : self.data_dim].reshape(*shape, self.data_dim)

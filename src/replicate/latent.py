@@ -41,6 +41,7 @@ from replicate.runtime import (
     write_npz,
     write_table,
 )
+from replicate.standardization import Standardization
 from replicate.training import EpochBatches, Resume, fit, make_optimizer
 
 __all__ = [
@@ -84,23 +85,31 @@ class LatentModel(nn.Module):
     def __init__(self, latent_dim: int, n_classes: int) -> None:
         super().__init__()
         self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.register_buffer("u_mean", torch.zeros(latent_dim))
-        self.register_buffer("u_std", torch.ones(latent_dim))
+        self.u_standardization = Standardization(latent_dim)
+
+    @property
+    def u_mean(self) -> Tensor:
+        """The training latents' per-coordinate mean (the standardisation's shift)."""
+        return self.u_standardization.shift
+
+    @property
+    def u_std(self) -> Tensor:
+        """The training latents' per-coordinate std (the standardisation's scale)."""
+        return self.u_standardization.scale
 
     def set_standardisation(self, mean: Tensor, std: Tensor) -> None:
         """Store the per-coordinate mean and std of the training latents."""
         if bool((std <= 0).any()):
             raise ValueError("every latent coordinate needs a positive std")
-        self.u_mean.copy_(mean)
-        self.u_std.copy_(std)
+        self.u_standardization.set(mean, std)
 
     def standardise(self, u: Tensor) -> Tensor:
         """Raw latents -> the network's input space."""
-        return (u - self.u_mean) / self.u_std
+        return self.u_standardization(u)
 
     def destandardise(self, x: Tensor) -> Tensor:
         """The network's input space -> raw latents (the inverse of :meth:`standardise`)."""
-        return x * self.u_std + self.u_mean
+        return self.u_standardization.inverse(x)
 
     def one_hot(self, labels: Tensor) -> Tensor:
         """Integer labels (N,) -> one-hot float (N, n_classes) on the model's device."""
@@ -130,7 +139,8 @@ def load_latent_model(
     and ``metadata`` turn them into the model and the configuration the file must match.
     """
     tensors = load_checkpoint(path, None, device)
-    latent_dim, seed = int(tensors["u_mean"].shape[0]), int(tensors["seed"])
+    latent_dim = int(tensors["u_standardization.shift"].shape[0])
+    seed = int(tensors["seed"])
     tensors = load_checkpoint(path, metadata(latent_dim, seed), device)
     model = build(latent_dim, seed)
     model.load_state_dict({k: v for k, v in tensors.items() if k != "seed"})

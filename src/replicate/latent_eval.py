@@ -661,16 +661,13 @@ def latent_metrics_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _markdown(table: pd.DataFrame) -> str:
     """The table with ``mean +- std`` cells (``-`` where a model has no such number)."""
+    from replicate.metrics import mean_std_cells
+
     shown = table[["dataset", "model"]].copy()
     for metric in TABLE_METRICS:
         mean, std = table[f"{metric}_mean"], table[f"{metric}_std"]
         digits = 2 if metric == "frechet_distance" else 4
-        shown[metric] = [
-            "-"
-            if pd.isna(m)
-            else (f"{m:.{digits}f}" if pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
-            for m, s in zip(mean, std, strict=True)
-        ]
+        shown[metric] = mean_std_cells(mean, std, digits, missing="-")
     shown["chance_accuracy"] = table["chance_accuracy"]
     shown["n_seeds"] = table["n_seeds"]
     return shown.to_markdown(index=False, floatfmt=".2f") + "\n"

@@ -218,3 +218,21 @@ def summarise(
     else:
         stats["n_diverged"] = 0
     return stats.reset_index()
+
+
+def mean_std_cells(
+    mean: Sequence[float], std: Sequence[float], digits: int = 3, missing: str = "n/a"
+) -> list[str]:
+    """Table cells ``mean ± std`` (``mean`` alone where the std is NaN: one seed; ``missing``
+    where there is no mean), as every markdown table of the pipeline shows them.
+
+    Example:
+        >>> mean_std_cells([0.5, 0.25, float("nan")], [0.1, float("nan"), 0.2], digits=2)
+        ['0.50 ± 0.10', '0.25', 'n/a']
+    """
+    return [
+        missing
+        if pd.isna(m)
+        else (f"{m:.{digits}f}" if pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
+        for m, s in zip(mean, std, strict=True)
+    ]

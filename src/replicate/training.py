@@ -41,8 +41,10 @@ __all__ = [
     "EpochBatches",
     "FitResult",
     "Resume",
+    "Validation",
     "epoch_permutation",
     "fit",
+    "fit_conditional",
     "make_optimizer",
     "model_tensors",
     "optimizer_tensors",
@@ -210,18 +212,66 @@ class Resume:
     metadata: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A held-out loss evaluated after every segment (epoch): early stopping and the best weights.
+
+    ``loss(generator)`` returns the held-out loss (lower is better); it gets a fresh
+    ``torch.Generator`` seeded with ``seed`` every time, so the model's own noise (the padding of
+    :meth:`replicate.ConditionalFlow.nll`) is the same at every evaluation and training's random
+    stream is untouched. It runs under ``torch.no_grad()`` with ``model`` in eval mode.
+
+    Args:
+        model: the model whose weights are kept at the best evaluation and restored at the end.
+        loss: the held-out loss, given the seeded generator.
+        patience: stop after this many evaluations without an improvement of more than
+            ``min_delta``; None: never stop early (the best weights are still restored).
+        seed: the seed of the generator handed to ``loss``.
+        min_delta: the improvement that counts as one.
+    """
+
+    model: nn.Module
+    loss: Callable[[torch.Generator], Tensor | float]
+    patience: int | None = None
+    seed: int = 0
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 (or None), got {self.patience}")
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {self.min_delta}")
+
+    def evaluate(self, iteration: int) -> float:
+        """The held-out loss now (a non-finite one raises TrainingDiverged)."""
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                value = self.loss(torch.Generator(device=device).manual_seed(self.seed))
+        finally:
+            self.model.train(was_training)
+        return check_finite(iteration, {"validation": value})["validation"]
+
+
 @dataclass
 class FitResult:
     """What a run of :func:`fit` measured: per-iteration loss terms and wall-clock timing.
 
     ``history`` covers the whole run, including iterations restored from a checkpoint;
-    ``seconds`` and ``iterations`` only what this call ran.
+    ``seconds`` and ``iterations`` only what this call ran. With a :class:`Validation`,
+    ``validation`` holds the held-out loss after each segment, ``best_segment`` the (1-based)
+    segment whose weights the model ends with, and ``stopped_early`` whether patience ran out.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     iterations: int = 0
     resumed_at: int = 0
+    validation: list[float] = field(default_factory=list)
+    best_segment: int = 0
+    stopped_early: bool = False
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -240,23 +290,29 @@ class FitResult:
 
 
 def _restore(
-    resume: Resume, optimizer: torch.optim.Optimizer, segment: int, iterations: int
-) -> list[dict[str, float]]:
-    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history.
+    resume: Resume,
+    optimizer: torch.optim.Optimizer,
+    segment: int,
+    iterations: int,
+    validation: Validation | None,
+) -> tuple[list[dict[str, float]], list[float], dict[str, Tensor]]:
+    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history, its
+    validation losses and the best weights so far (``best.``-prefixed model tensors).
 
-    A checkpoint that cannot be resumed (another configuration, no history, or a history that does
-    not end on a segment of this run) is ignored with a warning before anything is loaded, so the
-    run then starts over from its fresh initialisation.
+    A checkpoint that cannot be resumed (another configuration, no history, a history that does
+    not end on a segment of this run, or validation state that does not match it) is ignored
+    with a warning before anything is loaded, so the run then starts over from its fresh
+    initialisation.
     """
     path = Path(resume.path)
     if not path.exists():
-        return []
+        return [], [], {}
     device = next(resume.model.parameters()).device
     try:
         tensors = load_checkpoint(path, resume.metadata, device)
     except (CheckpointMismatch, ValueError) as exc:
         log.warning("not resuming from %s: %s", path, exc)
-        return []
+        return [], [], {}
     # Named "history.<position>.<term>": safetensors sorts names, the history keeps step's order.
     columns = sorted(
         (int(k.split(".")[1]), k.split(".", 2)[2], v.tolist())
@@ -267,21 +323,41 @@ def _restore(
     length = len(next(iter(terms.values()))) if terms else 0
     if not length or length % segment or length > iterations:
         log.warning("not resuming from %s: its history does not end on a segment", path)
-        return []
+        return [], [], {}
+    losses = tensors["validation.loss"].tolist() if "validation.loss" in tensors else []
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    if validation is not None and (len(losses) != length // segment or not best):
+        log.warning("not resuming from %s: it holds no validation state for this run", path)
+        return [], [], {}
     restore_model(resume.model, tensors)
     restore_optimizer(optimizer, tensors)
-    return [{name: values[i] for name, values in terms.items()} for i in range(length)]
+    history = [{name: values[i] for name, values in terms.items()} for i in range(length)]
+    return history, losses, best
 
 
-def _save(resume: Resume, optimizer: torch.optim.Optimizer, history: list[dict[str, float]]):
+def _save(
+    resume: Resume,
+    optimizer: torch.optim.Optimizer,
+    result: FitResult,
+    best: Mapping[str, Tensor],
+) -> None:
     model = model_tensors(resume.model)
+    history = result.history
     losses = {
         f"history.{position}.{name}": torch.tensor([h[name] for h in history], dtype=torch.float64)
         for position, name in enumerate(history[0])
     }
+    if result.validation:
+        losses["validation.loss"] = torch.tensor(result.validation, dtype=torch.float64)
+        losses.update({f"best.{k}": v for k, v in best.items()})
     save_checkpoint(
         resume.path, {**model, **optimizer_tensors(optimizer), **losses}, resume.metadata
     )
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of the model's tensors (named as :func:`model_tensors` names them)."""
+    return {k: v.detach().clone() for k, v in model_tensors(model).items()}
 
 
 def fit(
@@ -297,6 +373,7 @@ def fit(
     seed: int | None = None,
     resume: Resume | None = None,
     result: FitResult | None = None,
+    validation: Validation | None = None,
 ) -> FitResult:
     """Run ``step`` for ``iterations`` iterations and optimise its ``"loss"``.
 
@@ -317,6 +394,9 @@ def fit(
             deleted at the end), or None for a run that starts over when killed.
         result: filled in place and returned, so that a caller catching
             :class:`replicate.runtime.TrainingDiverged` still sees the iterations done.
+        validation: a held-out loss evaluated after every segment, with early stopping and the
+            best weights restored at the end (:class:`Validation`); its state is part of the
+            resume checkpoint, so a resumed run stops where an uninterrupted one would.
 
     Example:
         >>> import tempfile, pathlib
@@ -330,8 +410,11 @@ def fit(
     """
     result = result if result is not None else FitResult()
     segment = segment or iterations
+    best: dict[str, Tensor] = {}
     if resume is not None:
-        result.history[:] = _restore(resume, optimizer, segment, iterations)
+        result.history[:], result.validation[:], best = _restore(
+            resume, optimizer, segment, iterations, validation
+        )
         if result.history:
             log.info(
                 "resuming after %s %d (iteration %d/%d) from %s",
@@ -341,6 +424,8 @@ def fit(
                 iterations,
                 resume.path,
             )
+    if result.validation:
+        result.best_segment = int(np.argmin(result.validation)) + 1
     start = result.resumed_at = len(result.history)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     progress = ProgressLog(iterations, progress_every, what) if progress_every else None
@@ -361,14 +446,137 @@ def fit(
             result.iterations = i + 1 - start
             if progress is not None:
                 progress.update(i + 1, values)
-            if (i + 1) % segment == 0 and n_segments > 1:
-                k = (i + 1) // segment
+            end_of_segment = (i + 1) % segment == 0 or i + 1 == iterations
+            if not end_of_segment:
+                continue
+            k = -(-(i + 1) // segment)
+            if n_segments > 1 and (i + 1) % segment == 0:
                 mean = float(np.mean([h["loss"] for h in result.history[-segment:]]))
                 log.info("%s %d/%d mean loss %.5g", segment_name, k, n_segments, mean)
-                if resume is not None and i + 1 < iterations:
-                    _save(resume, optimizer, result.history)
+            if validation is not None:
+                stop = _validate(validation, result, best, k, i, segment_name)
+                if stop:
+                    break
+            if resume is not None and i + 1 < iterations and (i + 1) % segment == 0:
+                _save(resume, optimizer, result, best)
     finally:  # also when a divergence stops the run: the caller reports its cost
         result.seconds = time.perf_counter() - begin
+    if validation is not None and best:
+        restore_model(validation.model, best)
+        log.info(
+            "restored the weights of %s %d (validation loss %.5g)",
+            segment_name,
+            result.best_segment,
+            result.validation[result.best_segment - 1],
+        )
     if resume is not None:
         Path(resume.path).unlink(missing_ok=True)
     return result
+
+
+def _validate(
+    validation: Validation,
+    result: FitResult,
+    best: dict[str, Tensor],
+    k: int,
+    iteration: int,
+    segment_name: str,
+) -> bool:
+    """Evaluate the held-out loss after segment ``k``; keep the best weights in ``best``; return
+    whether patience has run out."""
+    value = validation.evaluate(iteration)
+    result.validation.append(value)
+    previous = min(result.validation[:-1], default=float("inf"))
+    if value < previous - validation.min_delta or not best:
+        result.best_segment = k
+        best.clear()
+        best.update(_snapshot(validation.model))
+    log.info(
+        "%s %d validation loss %.5g (best %.5g, %s %d)",
+        segment_name,
+        k,
+        value,
+        result.validation[result.best_segment - 1],
+        segment_name,
+        result.best_segment,
+    )
+    if validation.patience is not None and k - result.best_segment >= validation.patience:
+        result.stopped_early = True
+        log.info(
+            "stopping early after %s %d: no improvement in %d %ss",
+            segment_name,
+            k,
+            validation.patience,
+            segment_name,
+        )
+        return True
+    return False
+
+
+def fit_conditional(
+    model: nn.Module,
+    x: Tensor | np.ndarray,
+    condition: Tensor | np.ndarray,
+    *,
+    validation_data: tuple[Tensor | np.ndarray, Tensor | np.ndarray] | None = None,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    patience: int | None = 10,
+    seed: int = 0,
+    grad_clip: float | None = None,
+    resume_path: str | os.PathLike | None = None,
+    progress_every: int = 0,
+) -> FitResult:
+    """Train a conditional model (ours or the cINN: anything with ``nll(x, c, generator)``) on
+    pairs ``(x, condition)`` by its mean NLL, in epochs of shuffled mini-batches.
+
+    With ``validation_data`` the held-out mean NLL is evaluated after every epoch with its own
+    seeded generator, training stops after ``patience`` epochs without improvement (None: runs
+    every epoch), and the model ends with the weights of its best epoch. ``resume_path`` names a
+    checkpoint from which a killed run resumes with the numbers of an uninterrupted one. Same
+    ``seed``, same numbers (on the CPU). Numpy arrays are converted to the model's dtype.
+
+    Example:
+        >>> from replicate import ConditionalFlow
+        >>> flow = ConditionalFlow(1, 1, 1, eps=0.5, sigma=0.0, n_blocks=2, hidden=16)
+        >>> c = torch.randn(512, 1); x = c + 0.5 * torch.randn(512, 1)
+        >>> r = fit_conditional(flow, x[:400], c[:400], validation_data=(x[400:], c[400:]),
+        ...                     epochs=5, batch_size=64, lr=1e-2)
+        >>> len(r.validation), 1 <= r.best_segment <= 5
+        (5, True)
+    """
+    from replicate.conditional_flow import as_input
+
+    x = as_input(model, x, "x", model.data_dim)
+    condition = as_input(model, condition, "condition", model.condition_dim)
+    if x.shape[0] != condition.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but condition has {condition.shape[0]}")
+    batches = EpochBatches(x.shape[0], batch_size, seed, device=x.device)
+    validation = None
+    if validation_data is not None:
+        x_val = as_input(model, validation_data[0], "validation x", model.data_dim)
+        c_val = as_input(model, validation_data[1], "validation condition", model.condition_dim)
+        validation = Validation(
+            model,
+            lambda generator: model.nll(x_val, c_val, generator=generator).mean(),
+            patience=patience,
+            seed=seed,
+        )
+
+    def step(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"loss": model.nll(x[rows], condition[rows]).mean()}
+
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    return fit(
+        step,
+        make_optimizer(model.parameters(), lr=lr),
+        epochs * batches.per_epoch,
+        grad_clip=grad_clip,
+        progress_every=progress_every,
+        segment=batches.per_epoch,
+        seed=seed,
+        resume=None if resume_path is None else Resume(resume_path, model, settings),
+        validation=validation,
+    )

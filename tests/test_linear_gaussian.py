@@ -1,0 +1,116 @@
+"""The closed-form check of the method on a continuous condition: a linear-Gaussian inverse
+problem, its analytic posterior (checked against a second derivation), the scores, and the eps
+rule (eps = the observation's noise std) that ConditionalFlow.for_observations follows."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from replicate.linear_gaussian import (
+    DEFAULT_FORWARD,
+    LinearGaussian,
+    eps_sweep,
+    gaussian_kl,
+    posterior_errors,
+    summary_table,
+    train_flow,
+)
+
+torch.set_num_threads(1)
+A = torch.tensor(DEFAULT_FORWARD, dtype=torch.float64)
+
+
+def test_posterior_equals_gaussian_conditioning_of_the_joint() -> None:
+    """Second derivation: (x, y) is jointly Gaussian with Cov(x, y) = A^T and
+    Cov(y) = A A^T + s^2 I, so E[x | y] = A^T Cov(y)^-1 y, Cov(x | y) = I - A^T Cov(y)^-1 A."""
+    problem = LinearGaussian(A, noise_std=0.3)
+    y = torch.randn(6, 2, dtype=torch.float64)
+    mean, cov = problem.posterior(y)
+    cov_y = A @ A.T + 0.09 * torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(mean, y @ torch.linalg.solve(cov_y, A))
+    torch.testing.assert_close(
+        cov, torch.eye(2, dtype=torch.float64) - A.T @ torch.linalg.solve(cov_y, A)
+    )
+
+
+def test_simulated_pairs_have_the_model_s_moments() -> None:
+    problem = LinearGaussian(A, noise_std=0.3)
+    x, y = problem.simulate(200_000, torch.Generator().manual_seed(0))
+    joint = torch.cat([x, y], dim=1)
+    want = torch.eye(4, dtype=torch.float64)
+    want[:2, 2:], want[2:, :2] = A.T, A
+    want[2:, 2:] = A @ A.T + 0.09 * torch.eye(2, dtype=torch.float64)
+    np.testing.assert_allclose(torch.cov(joint.T), want, atol=0.01)
+
+
+def test_gaussian_kl_equals_a_monte_carlo_estimate() -> None:
+    rng = np.random.default_rng(0)
+    mq, mp = np.array([0.3, -0.2]), np.array([-0.1, 0.4])
+    cq, cp = np.array([[1.0, 0.3], [0.3, 0.5]]), np.array([[0.7, -0.2], [-0.2, 1.2]])
+    draws = rng.multivariate_normal(mq, cq, size=400_000)
+    mc = np.mean(
+        multivariate_normal(mq, cq).logpdf(draws) - multivariate_normal(mp, cp).logpdf(draws)
+    )
+    kl = gaussian_kl(*(torch.as_tensor(a) for a in (mq, cq, mp, cp)))
+    assert float(kl) == pytest.approx(mc, abs=0.01)
+
+
+def test_scores_are_near_zero_for_exact_samples_and_large_for_wrong_ones() -> None:
+    problem = LinearGaussian(A, noise_std=0.3)
+    _, y = problem.simulate(50, torch.Generator().manual_seed(1))
+    mean, cov = problem.posterior(y)
+    z = torch.randn(50, 2000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    exact = mean[:, None] + z @ torch.linalg.cholesky(cov).T
+    good = posterior_errors(exact, problem, y)
+    assert good["kl"] < 0.01 and good["mean_error"] < 0.1 and abs(good["std_ratio"] - 1) < 0.03
+    shifted = posterior_errors(exact + 2 * cov.diagonal().sqrt(), problem, y)
+    assert shifted["kl"] > 1.0 and shifted["mean_error"] > 2.0
+    narrow = posterior_errors(mean[:, None] + 0.3 * (exact - mean[:, None]), problem, y)
+    assert narrow["std_ratio"] == pytest.approx(0.3, abs=0.02) and narrow["kl"] > 1.0
+
+
+@functools.cache
+def _trained(ratio: float) -> dict[str, float]:
+    """The method at eps = ratio * s on the s = 0.3 problem (seed 0), scored on 100 fresh
+    observations with 1000 samples each."""
+    problem = LinearGaussian(A.float(), noise_std=0.3)
+    flow, summary = train_flow(problem, ratio * 0.3, seed=0)
+    _, y = problem.simulate(100, torch.Generator().manual_seed(10_000))
+    torch.manual_seed(0)
+    return posterior_errors(flow.sample(y.float(), n=1000), problem, y) | summary
+
+
+def test_the_posterior_is_recovered_at_eps_equal_to_the_noise() -> None:
+    """The rule of ConditionalFlow.for_observations: the analytic posterior within tolerance."""
+    got = _trained(1.0)
+    assert got["kl"] < 0.1, got
+    assert got["mean_error"] < 0.35, got
+    assert abs(got["std_ratio"] - 1.0) < 0.15, got
+
+
+@pytest.mark.parametrize("ratio", [0.1, 3.0])
+def test_the_posterior_is_clearly_missed_far_from_the_rule(ratio: float) -> None:
+    """eps a tenth of the noise (the paper's 0.1 against noise 1, say) or three times it: the
+    KL to the analytic posterior is at least ten times that at eps = s."""
+    assert _trained(ratio)["kl"] > max(1.0, 10 * _trained(1.0)["kl"]), _trained(ratio)
+    if ratio > 1:
+        assert _trained(ratio)["std_ratio"] > 1.5  # too broad: the model thinks y noisier
+
+
+def test_held_out_log_prob_picks_the_rule_when_the_noise_is_unknown() -> None:
+    """log_prob (constants included) is comparable across eps and is highest at eps = s."""
+    scores = {ratio: _trained(ratio)["validation_log_prob"] for ratio in (0.1, 1.0, 3.0)}
+    assert max(scores, key=scores.get) == 1.0, scores
+
+
+def test_the_sweep_table_holds_mean_and_std_over_seeds() -> None:
+    frame = eps_sweep([0.3], [1.0], seeds=(0, 1), n_observations=20, n_samples=200, epochs=2)
+    assert len(frame) == 2 and set(frame["seed"]) == {0, 1}
+    table = summary_table(frame)
+    assert len(table) == 1 and " ± " in table.loc[0, "kl"]
+    assert table.loc[0, "seeds"] == 2
