@@ -114,3 +114,5 @@ def test_the_sweep_table_holds_mean_and_std_over_seeds() -> None:
     table = summary_table(frame)
     assert len(table) == 1 and " ± " in table.loc[0, "kl"]
     assert table.loc[0, "seeds"] == 2
+    kl = frame["kl"]
+    assert table.loc[0, "kl"] == f"{kl.mean():.3f} ± {kl.std():.3f}"

@@ -23,6 +23,7 @@ import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 
 from replicate.conditional_flow import ConditionalFlow
+from replicate.runtime import write_table
 from replicate.training import fit_conditional
 
 __all__ = [
@@ -239,12 +241,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="also write results/tables/linear_gaussian_eps.{csv,md} below this folder "
+        "(every run's numbers in the CSV, the mean ± std table in the Markdown)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     begin = time.perf_counter()
     frame = eps_sweep(args.noise, args.ratios, args.seeds)
-    print(summary_table(frame).to_markdown(index=False, disable_numparse=True))
+    markdown = summary_table(frame).to_markdown(index=False, disable_numparse=True)
+    print(markdown)
     print(f"\n{len(frame)} runs in {time.perf_counter() - begin:.0f} s")
+    if args.run_dir is not None:
+        tables = args.run_dir / "results" / "tables"
+        tables.mkdir(parents=True, exist_ok=True)
+        stem = tables / "linear_gaussian_eps"
+        write_table(frame, stem.with_suffix(".csv"), stem.with_suffix(".md"), markdown)
 
 
 if __name__ == "__main__":
