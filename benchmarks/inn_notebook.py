@@ -24,7 +24,8 @@ one CPU core)::
 
 Each seed's row: forward accuracy on the pipeline's 4096 held-out points of that seed, and the
 in-mode fraction and W2 of 4096 samples per label against the pipeline's exact samples of that
-seed (:func:`replicate.gmm_eval.score_samples`), i.e. the numbers of ``gmm_metrics``.
+seed (:func:`replicate.experiments.gmm.evaluation.score_samples`), i.e. the numbers of
+``gmm_metrics``.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def notebook_samples(model: nn.Module, label: int, n: int) -> torch.Tensor:
 def score(model: nn.Module, seed: int, n: int = 4096) -> dict[str, float]:
     """Forward accuracy, in-mode fraction and W2 as ``gmm_metrics`` scores a run of ``seed``."""
     from replicate import metrics
-    from replicate.gmm_eval import held_out_set, score_samples
+    from replicate.experiments.gmm.evaluation import held_out_set, score_samples
 
     x, y = held_out_set("all", n, seed)
     padded = torch.cat([x, torch.zeros(len(x), NDIM_TOT - NDIM_X)], dim=1)

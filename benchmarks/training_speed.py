@@ -11,7 +11,7 @@ other setting (INN weights, optimizers, variants) comes from the config file.
     python benchmarks/training_speed.py --networks reference  # one of gmm.networks only
 
 The pipeline's rule ``benchmark_gmm_speed`` runs the same library function
-(:func:`replicate.benchmark.benchmark_training_speed`) with the configured sizes.
+(:func:`replicate.experiments.gmm.benchmark.benchmark_training_speed`) with the configured sizes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from replicate.benchmark import benchmark_training_speed
-from replicate.gmm_models import model_names
+from replicate.experiments.gmm.benchmark import benchmark_training_speed
+from replicate.experiments.gmm.settings import model_names
 from replicate.runtime import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]

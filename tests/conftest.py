@@ -32,8 +32,8 @@ PAPER_FIGURES = [
     "results/figures/training_gmm_paper_all.png",
     "results/figures/training_latent_mnist.png",
 ]
-# tests/test_slurm.py runs the whole smoke DAG a second time, from nothing, through SLURM, wherever it
-# can start its test cluster (as root), and compares every file with the local run's.
+# tests/test_slurm.py runs the whole smoke DAG a second time, from nothing, through SLURM, wherever
+# it can start its test cluster (as root), and compares every file with the local run's.
 SLURM_RERUN = os.geteuid() == 0
 PAPER_TABLES = [
     "results/tables/table1.csv",

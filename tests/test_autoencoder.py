@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import killed_after_checkpoints
 
-import replicate.autoencoder as ae_module
-from replicate.autoencoder import (
+import replicate.experiments.latent.autoencoder as ae_module
+from replicate.experiments.latent.autoencoder import (
     AutoEncoder,
     encode_images,
     load_autoencoder,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from replicate.cinn import ConditionalINN
-from replicate.conditional_flow import ConditionalFlow
-from replicate.inn import INN
+from replicate.models.cinn import ConditionalINN
+from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.inn import INN
 
 torch.set_num_threads(1)
 

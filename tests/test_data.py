@@ -85,9 +85,9 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
     def no_network(class_name: str, root: Path, timeout_s: float) -> None:
         calls.append(class_name)
-        raise data._SourceFailed("exited with 1: <urlopen error [Errno -2] Name not known>")
+        raise data.formats._SourceFailed("exited with 1: <urlopen error [Errno -2] Name not known>")
 
-    monkeypatch.setattr(data, "_torchvision_download", no_network)
+    monkeypatch.setattr(data.sources, "_torchvision_download", no_network)
     return bin_dir
 
 
@@ -382,7 +382,7 @@ def test_torchvision_source(offline: Path, tmp_path: Path, monkeypatch: pytest.M
         write_files(root / class_name / "raw", arrays)
         write_files(root / class_name / "raw", synthetic_arrays(seed=5), gz=True)  # ignored
 
-    monkeypatch.setattr(data, "_torchvision_download", download)
+    monkeypatch.setattr(data.sources, "_torchvision_download", download)
     table = {n: hashlib.sha256(idx_bytes(a)).hexdigest() for n, a in arrays.items()}
     record = prepare_dataset(
         tmp_path / "out", "fashion_mnist", torchvision_timeout_s=7, expected_sha256=table
@@ -410,8 +410,8 @@ def test_failing_client_reports_its_last_words(offline: Path, tmp_path: Path) ->
 
 
 def test_a_hanging_client_is_cut_off(tmp_path: Path) -> None:
-    with pytest.raises(data._SourceFailed, match="gave no answer within 0 s"):
-        data._run(["/bin/sleep", "10"], tmp_path, timeout_s=0.3)
+    with pytest.raises(data.formats._SourceFailed, match="gave no answer within 0 s"):
+        data.sources._run(["/bin/sleep", "10"], tmp_path, timeout_s=0.3)
 
 
 # ---------------------------------------------------------------------------------------------

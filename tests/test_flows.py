@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicate.flows import AffineCouplingBlock, InvertibleNetwork, mlp, soft_clamp
+from replicate.models.flows import AffineCouplingBlock, InvertibleNetwork, mlp, soft_clamp
 
 torch.set_num_threads(1)
 

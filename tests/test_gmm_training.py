@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from scipy.stats import multivariate_normal
 
 from replicate.config import ConfigError, check_config
-from replicate.gmm import GaussianMixture
-from replicate.gmm_experiment import build_model, load_gmm_model, train_gmm_model
-from replicate.gmm_models import MODEL_NAMES, model_names, training_settings
+from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.settings import MODEL_NAMES, model_names, training_settings
+from replicate.experiments.gmm.training import build_model, load_gmm_model, train_gmm_model
 from replicate.runtime import CheckpointMismatch
 
 torch.set_num_threads(1)
@@ -253,7 +253,7 @@ def test_config_checks_name_the_key(edit, key: str) -> None:
 def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, name: str
 ) -> None:
-    from replicate.gmm_experiment import RESUME_EVERY
+    from replicate.experiments.gmm.training import RESUME_EVERY
 
     cfg = tiny_config(iterations=2 * RESUME_EVERY + 10, hidden=8)
     settings = training_settings(cfg, name)

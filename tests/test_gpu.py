@@ -17,11 +17,16 @@ import pytest
 import torch
 import yaml
 
-from replicate.gmm import GaussianMixture
-from replicate.gmm_experiment import build_model, load_gmm_model, train_gmm_model
-from replicate.gmm_models import training_settings
-from replicate.latent import load_latent_flow, save_latent_flow, train_latent_flow
-from replicate.latent_eval import load_latent_cinn, save_latent_cinn, train_latent_cinn
+from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.settings import training_settings
+from replicate.experiments.gmm.training import build_model, load_gmm_model, train_gmm_model
+from replicate.experiments.latent.models import (
+    load_latent_cinn,
+    load_latent_flow,
+    save_latent_cinn,
+    save_latent_flow,
+)
+from replicate.experiments.latent.training import train_latent_cinn, train_latent_flow
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

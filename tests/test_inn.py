@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.inn import INN, backward_ramp, mmd_multiscale
+from replicate.models.inn import INN, backward_ramp, mmd_multiscale
 
 torch.set_num_threads(1)
 

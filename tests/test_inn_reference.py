@@ -19,9 +19,9 @@ import torch
 import yaml
 from torch import nn
 
-from replicate.gmm import GaussianMixture
-from replicate.gmm_experiment import build_model
-from replicate.gmm_models import training_settings
+from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.settings import training_settings
+from replicate.experiments.gmm.training import build_model
 from replicate.training import make_optimizer
 
 torch.set_num_threads(1)

@@ -14,22 +14,24 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal, norm
 
-from replicate.latent_eval import (
+from replicate.experiments.latent.baseline_stages import latent_metrics_stage
+from replicate.experiments.latent.judges import (
     ImageClassifier,
-    LatentCINN,
-    bayes_log_posterior,
     classifier_outputs,
     code_classifier_accuracy,
     feature_frechet_distance,
     fit_logistic_regression,
     frechet_distance,
-    latent_metrics_stage,
-    load_latent_cinn,
     probe_accuracy,
-    save_latent_cinn,
     train_classifier,
-    train_latent_cinn,
 )
+from replicate.experiments.latent.models import (
+    LatentCINN,
+    bayes_log_posterior,
+    load_latent_cinn,
+    save_latent_cinn,
+)
+from replicate.experiments.latent.training import train_latent_cinn
 from replicate.training import make_optimizer
 
 torch.set_num_threads(1)

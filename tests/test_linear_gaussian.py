@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from replicate.linear_gaussian import (
+from replicate.experiments.linear_gaussian import (
     DEFAULT_FORWARD,
     LinearGaussian,
     eps_sweep,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from replicate.gmm import GaussianMixture
+from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.metrics import (
     accuracy,
     gaussian_w2,

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from replicate import gmm_eval, plots
-from replicate.gmm import GaussianMixture
+from replicate import plots
+from replicate.experiments.gmm import evaluation as gmm_eval
+from replicate.experiments.gmm import figures as gmm_figures
+from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.metrics import in_mode_fraction, wasserstein2
 
 
@@ -118,7 +120,7 @@ def test_diverged_run_gives_nan_metrics_empty_samples_and_a_diverged_figure(
         "label",
     ]
     png = tmp_path / "fig.png"
-    gmm_eval.plot_fig5_1(out[2], out[1], out[0], png)
+    gmm_figures.plot_fig5_1(out[2], out[1], out[0], png)
     assert png.exists() and png.with_suffix(".pdf").exists()
     # The table counts it as diverged and keeps it out of the means.
     exact = [tmp_path / f"x{s}.json" for s in (0, 1)]
@@ -151,7 +153,7 @@ TINY = {
 def test_evaluate_trained_run_matches_an_independent_recomputation(
     tmp_path: Path, model: str
 ) -> None:
-    from replicate.gmm_experiment import load_gmm_model, train_gmm_model
+    from replicate.experiments.gmm.training import load_gmm_model, train_gmm_model
 
     torch.set_num_threads(1)
     ckpt, status = tmp_path / "m.safetensors", tmp_path / "m.json"
@@ -199,7 +201,7 @@ def test_training_curves_are_the_recorded_histories_with_ramp_and_divergence(
         _history(tmp_path, "ours", 0, ours[0]),
         _history(tmp_path, "ours", 1, diverged, diverged=True, iterations_done=17),
     ]
-    fig = gmm_eval.training_curves_figure(
+    fig = gmm_figures.training_curves_figure(
         [c for c, _ in runs], [j for _, j in runs], "reference", "all"
     )
     inn_ax, ours_ax = fig.axes[:2]

@@ -10,18 +10,20 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_example() -> str:
-    """The Python block of the README section "Using the method on your own problem"."""
+def readme_example(subsection: str) -> str:
+    """The Python block of one subsection of the README's "Using the method on your own problem"."""
     text = README.read_text()
     section = text.split("## Using the method on your own problem", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 1, "the section should hold exactly one python block"
+    part = section.split(f"### {subsection}\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    assert len(blocks) == 1, f"the subsection {subsection!r} should hold exactly one python block"
     return blocks[0]
 
 
 def test_readme_example_trains_a_flow_that_classifies_and_samples_the_right_mode(capsys):
     namespace: dict[str, object] = {}
-    exec(compile(readme_example(), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    code = readme_example("A label as the condition")
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     labels, predicted = namespace["labels"], namespace["predicted"]
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy > 0.98  # Bayes-optimal accuracy is 1.000 for this mixture
@@ -33,6 +35,18 @@ def test_readme_example_trains_a_flow_that_classifies_and_samples_the_right_mode
     assert (samples - centre).norm(dim=1).median() < 0.5
     log_density = namespace["log_density"]
     assert log_density.shape == (5,) and torch.isfinite(log_density).all()
+
+
+def test_readme_continuous_example_recovers_the_exact_posterior(capsys):
+    namespace: dict[str, object] = {}
+    code = readme_example("A continuous, noisy observation")
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    samples, errors, result = namespace["samples"], namespace["errors"], namespace["result"]
+    assert samples.shape == (100, 1000, 2) and samples.dtype == torch.float32
+    assert errors["kl"] < 0.1 and abs(errors["std_ratio"] - 1) < 0.15, errors
+    assert result.validation[result.best_segment - 1] == min(result.validation)
+    out = capsys.readouterr().out
+    assert f"KL to the exact posterior {errors['kl']:.3f}" in out and "best epoch" in out
 
 
 def test_every_relative_link_and_image_in_the_readme_exists():

@@ -93,6 +93,14 @@ def test_profile_resources_cover_exactly_the_training_rules() -> None:
     assert "slurm_account" not in off["default-resources"]
 
 
+def test_every_rule_declares_its_log_threads_and_resources() -> None:
+    """A rule without them would inherit the cluster's defaults and log nowhere; `all` runs
+    nothing."""
+    for directive in ("log", "threads", "resources"):
+        missing = _rules_with() - _rules_with(directive) - {"all"}
+        assert not missing, f"rules without {directive}: {sorted(missing)}"
+
+
 def test_figures_and_tables_run_on_the_submit_host() -> None:
     """Every figure (`plot_*`) and table rule takes seconds: declared local, so a SLURM run does
     not queue it as a job of its own; and no rule that trains (has a benchmark) is local."""

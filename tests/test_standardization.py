@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from replicate.cinn import ConditionalINN
-from replicate.conditional_flow import ConditionalFlow
-from replicate.flows import standard_normal_log_prob
-from replicate.standardization import Standardization
+from replicate.models.cinn import ConditionalINN
+from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.flows import standard_normal_log_prob
+from replicate.models.standardization import Standardization
 from replicate.training import model_tensors, restore_model
 
 torch.set_num_threads(1)

@@ -3,9 +3,11 @@ workflow stays cheap to parse."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, local_env
@@ -42,12 +44,12 @@ def test_tool_is_clean(cmd: list[str]) -> None:
 def test_parsing_the_workflow_does_not_import_torch() -> None:
     # Every Snakemake start parses the workflow, once per job on a cluster; importing torch there
     # doubled the start-up time. Run the workflow's own library imports in a fresh interpreter.
+    statement = r"^[ \t]*(from replicate[\w.]* import (?:\([^)]*\)|[^\n]*)|import replicate[^\n]*)"
     imports = sorted(
         {
-            line.strip()
+            " ".join(m.group(1).split())
             for path in SNAKE_FILES
-            for line in open(path, encoding="utf-8")
-            if re.match(r"\s*(from replicate[\w.]* import|import replicate)", line)
+            for m in re.finditer(statement, Path(path).read_text(encoding="utf-8"), re.MULTILINE)
         }
     )
     assert imports, "found no import of the library in the workflow"
@@ -57,3 +59,32 @@ def test_parsing_the_workflow_does_not_import_torch() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False", f"parsing imports torch through: {imports}"
+
+
+SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_every_rule_script_runs_its_stage_through_the_stage_runner(script: Path) -> None:
+    """A rule script is thin: one ``run_stage(snakemake, <library function>, ...)`` call (which
+    logs to the rule's log file and sizes the thread pool to the rule's threads), and nothing that
+    would do either behind its back."""
+    tree = ast.parse(script.read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    runner = [c for c in calls if getattr(c.func, "id", None) == "run_stage"]
+    assert len(runner) == 1, f"{script.name}: {len(runner)} run_stage calls, want exactly one"
+    first = runner[0].args[:2]
+    assert len(first) == 2 and getattr(first[0], "id", None) == "snakemake", script.name
+    imported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("replicate")
+        for alias in node.names
+    }
+    assert getattr(first[1], "id", None) in imported, (
+        f"{script.name}: the stage is not the library's"
+    )
+    bypass = {"setup_logging", "use_threads", "set_num_threads", "basicConfig"}
+    names = {getattr(c.func, "id", None) or getattr(c.func, "attr", None) for c in calls}
+    assert not names & bypass, f"{script.name} calls {sorted(names & bypass)} itself"
+    assert all(getattr(c.func, "id", None) != "exec" for c in calls)

@@ -1,12 +1,14 @@
 """replicate: Xiao, Yan & Amit (2019), conditional distributions with normalizing flows.
 
-The library behind the Snakemake pipeline, usable on its own:
+The library behind the Snakemake pipeline, usable on its own (src/replicate/README.md says where
+things go):
 
-- :mod:`replicate.flows`: the invertible network (GLOW-style affine couplings).
-- :mod:`replicate.conditional_flow`: the paper's method, :class:`ConditionalFlow`.
-- :mod:`replicate.cinn`, :mod:`replicate.inn`: the baselines.
-- :mod:`replicate.gmm`: the Gaussian-mixture problem with its exact posterior.
-- :mod:`replicate.runtime`, :mod:`replicate.training`: seeds, devices, safe files, training.
+- :mod:`replicate.models`: the invertible network and every model; the paper's method is
+  :class:`ConditionalFlow`, the baselines :class:`ConditionalINN` and the INN.
+- :mod:`replicate.experiments`: one package per experiment (the Gaussian mixture, the latent
+  flow, the linear-Gaussian check of continuous conditions).
+- :mod:`replicate.training`, :mod:`replicate.metrics`, :mod:`replicate.plots`,
+  :mod:`replicate.data`, :mod:`replicate.runtime`, :mod:`replicate.config`: shared by all.
 
 Example:
     >>> import torch
@@ -22,9 +24,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from replicate.cinn import ConditionalINN
-    from replicate.conditional_flow import ConditionalFlow
-    from replicate.flows import InvertibleNetwork
+    from replicate.models.cinn import ConditionalINN
+    from replicate.models.conditional_flow import ConditionalFlow
+    from replicate.models.flows import InvertibleNetwork
 
 __all__ = ["ConditionalFlow", "ConditionalINN", "InvertibleNetwork"]
 __version__ = "0.1.0"
@@ -32,9 +34,9 @@ __version__ = "0.1.0"
 # The classes load on first use (PEP 562): the workflow imports torch-free submodules such as
 # replicate.config at every Snakemake start, which should not pay for importing torch.
 _LAZY = {
-    "ConditionalFlow": "replicate.conditional_flow",
-    "ConditionalINN": "replicate.cinn",
-    "InvertibleNetwork": "replicate.flows",
+    "ConditionalFlow": "replicate.models.conditional_flow",
+    "ConditionalINN": "replicate.models.cinn",
+    "InvertibleNetwork": "replicate.models.flows",
 }
 
 

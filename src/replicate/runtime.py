@@ -12,15 +12,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "check_finite",
     "load_checkpoint",
     "resolve_device",
+    "run_stage",
     "save_checkpoint",
     "seed_everything",
     "setup_logging",
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("replicate")
+T = TypeVar("T")
 
 # The process's umask, read once at import (reading it means setting it for a moment).
 _UMASK = os.umask(0o022)
@@ -81,6 +84,52 @@ def setup_logging(log_file: str | os.PathLike | None = None) -> None:
         handlers=handlers,
         force=True,
     )
+
+
+def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run one rule's stage: the one entry point of every ``workflow/scripts/*.py``.
+
+    Whatever the stage, the rule's ``log:`` file gets this process's log (and the traceback if it
+    fails), PyTorch's thread pool is sized to the rule's ``threads`` (a job booked for one core
+    must not take every core), and a stage that takes ``threads`` or ``device`` gets the rule's
+    threads and the config's ``device`` unless the script passes them. Seeds come in as the
+    stage's own arguments (wildcards, params): each stage seeds the streams it draws from.
+
+    Example:
+        >>> import types, tempfile, pathlib
+        >>> log = pathlib.Path(tempfile.mkdtemp()) / "rule.log"
+        >>> job = types.SimpleNamespace(log=[str(log)], threads=1, rule="demo", wildcards={},
+        ...                             config={"device": "cpu"})
+        >>> run_stage(job, lambda x, threads, device: (x, threads, device), 3)
+        (3, 1, 'cpu')
+        >>> "rule demo" in log.read_text()
+        True
+    """
+    if not getattr(snakemake, "log", None):
+        raise ValueError(f"rule {snakemake.rule} has no log: file; every rule must have one")
+    setup_logging(snakemake.log[0])
+    threads = int(snakemake.threads)
+    use_threads(threads)
+    signature = inspect.signature(stage)
+    given = signature.bind_partial(*args, **kwargs).arguments
+    if "threads" in signature.parameters and "threads" not in given:
+        kwargs["threads"] = threads
+    if "device" in signature.parameters and "device" not in given:
+        kwargs["device"] = snakemake.config.get("device", "auto")
+    device = kwargs.get("device", given.get("device"))
+    wildcards = ", ".join(f"{k}={v}" for k, v in dict(snakemake.wildcards).items())
+    log.info(
+        "rule %s%s: %d thread(s)%s",
+        snakemake.rule,
+        f" ({wildcards})" if wildcards else "",
+        threads,
+        f", device {device}" if device is not None else "",
+    )
+    try:
+        return stage(*args, **kwargs)
+    except Exception:
+        log.exception("rule %s failed", snakemake.rule)
+        raise
 
 
 def resolve_device(name: str = "auto") -> torch.device:

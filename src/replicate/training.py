@@ -546,7 +546,7 @@ def fit_conditional(
         >>> len(r.validation), 1 <= r.best_segment <= 5
         (5, True)
     """
-    from replicate.conditional_flow import as_input
+    from replicate.models.conditional_flow import as_input
 
     x = as_input(model, x, "x", model.data_dim)
     condition = as_input(model, condition, "condition", model.condition_dim)

@@ -17,11 +17,14 @@ rule prepare_data:
         "results/data/{dataset}/verified.json",
     log:
         "results/logs/data/prepare_{dataset}.log",
-    # Downloads: on a cluster, run where the network is (the submitting host).
     localrule: True
     conda:
         "../../envs/replicate.yaml"
     threads: 1
+    # Downloads: on a cluster, run where the network is (the submitting host).
+    resources:
+        runtime=30,
+        mem_mb=2000,
     # No params: the script reads config["data"] (where to look, timeouts) itself, because the
     # files are byte-identical whichever source supplies them, and a params change would make
     # Snakemake redo this rule and so retrain every model downstream.

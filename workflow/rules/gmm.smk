@@ -2,7 +2,11 @@
 # every network of gmm.networks, for every label map and seed. A diverged run still writes its
 # outputs, with `diverged: true` in its status JSON, so the evaluation reports it instead of the
 # DAG stopping.
-from replicate.gmm_models import model_names, network_names, training_settings
+from replicate.experiments.gmm.settings import (
+    model_names,
+    network_names,
+    training_settings,
+)
 
 GMM_MODELS = model_names(config["gmm"])
 GMM_NETWORKS = network_names(config["gmm"])

@@ -2,7 +2,7 @@
 # (accuracy vs Bayes, samples in the requested mode, W2 to exact samples, held-out NLL), the true
 # posterior scored the same way as the reference row "exact", Figures 5.1 and 5.2, the metric table
 # and the training-speed benchmark. Uses GMM_MODELS and GMM_NETWORKS from gmm.smk.
-from replicate.gmm_models import training_settings
+from replicate.experiments.gmm.settings import training_settings
 
 GMM_LABEL_MAPS = config["gmm"]["label_maps"]
 GMM_EVAL_KEYS = {k: config["gmm"][k] for k in ("n_test", "n_posterior_samples")}
@@ -108,6 +108,10 @@ rule gmm_metrics:
         "results/logs/gmm/gmm_metrics.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         model_order=["exact", *GMM_MODELS],
         network_order=GMM_NETWORKS,
@@ -148,6 +152,10 @@ rule plot_fig5_1:
         stem="|".join(FIG5_1_LABELS),
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     script:
         "../scripts/plot_fig5_1.py"
 
@@ -185,6 +193,10 @@ rule plot_fig5_2:
         "results/logs/gmm/plot_fig5_2.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         models=[*FIG5_2_MODELS, "exact"],
         gmm_config={"inn": config["gmm"]["inn"]},
@@ -222,6 +234,10 @@ rule plot_training_gmm:
         labels="|".join(GMM_LABEL_MAPS),
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         gmm_config={"inn": config["gmm"]["inn"]},
     script:

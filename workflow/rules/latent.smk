@@ -20,7 +20,7 @@ localrules:
 
 rule train_autoencoder:
     input:
-        "results/data/{dataset}/verified.json",
+        rules.prepare_data.output[0],
     output:
         model="results/latent/{dataset}/autoencoder.safetensors",
         metrics="results/latent/{dataset}/autoencoder_metrics.json",
@@ -47,8 +47,8 @@ rule train_autoencoder:
 
 rule encode_latents:
     input:
-        verified="results/data/{dataset}/verified.json",
-        model="results/latent/{dataset}/autoencoder.safetensors",
+        verified=rules.prepare_data.output[0],
+        model=rules.train_autoencoder.output.model,
     output:
         "results/latent/{dataset}/latents.npz",
     log:
@@ -56,6 +56,9 @@ rule encode_latents:
     conda:
         "../../envs/replicate.yaml"
     threads: 2
+    resources:
+        runtime=30,
+        mem_mb=4000,
     params:
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=AE_SETTINGS,
@@ -66,8 +69,8 @@ rule encode_latents:
 
 rule plot_reconstructions:
     input:
-        verified="results/data/{dataset}/verified.json",
-        model="results/latent/{dataset}/autoencoder.safetensors",
+        verified=rules.prepare_data.output[0],
+        model=rules.train_autoencoder.output.model,
     output:
         report(
             "results/figures/reconstructions_{dataset}.png",
@@ -79,6 +82,10 @@ rule plot_reconstructions:
         "results/logs/latent/plot_reconstructions_{dataset}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=AE_SETTINGS,
@@ -88,7 +95,7 @@ rule plot_reconstructions:
 
 rule train_latent_flow:
     input:
-        "results/latent/{dataset}/latents.npz",
+        rules.encode_latents.output[0],
     output:
         model="results/latent/{dataset}/flow_seed{seed}.safetensors",
         history="results/latent/{dataset}/flow_seed{seed}_history.json",
@@ -112,14 +119,18 @@ rule train_latent_flow:
 
 rule evaluate_latent_flow:
     input:
-        latents="results/latent/{dataset}/latents.npz",
-        flow="results/latent/{dataset}/flow_seed{seed}.safetensors",
+        latents=rules.encode_latents.output[0],
+        flow=rules.train_latent_flow.output.model,
     output:
         "results/latent/{dataset}/flow_seed{seed}_eval.json",
     log:
         "results/logs/latent/evaluate_flow_{dataset}_seed{seed}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
     params:
         settings=FLOW_SETTINGS,
     script:
@@ -128,14 +139,18 @@ rule evaluate_latent_flow:
 
 rule sample_latent_flow:
     input:
-        flow="results/latent/{dataset}/flow_seed{seed}.safetensors",
-        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
+        flow=rules.train_latent_flow.output.model,
+        autoencoder=rules.train_autoencoder.output.model,
     output:
         "results/latent/{dataset}/samples_seed{seed}.npz",
     log:
         "results/logs/latent/sample_flow_{dataset}_seed{seed}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
     params:
         settings={
             "flow": LATENT["flow"],
@@ -148,9 +163,7 @@ rule sample_latent_flow:
 
 rule plot_fig5_3:
     input:
-        "results/latent/{dataset}/samples_seed{seed}.npz".replace(
-            "{seed}", str(SEEDS[0])
-        ),
+        rules.sample_latent_flow.output[0].replace("{seed}", str(SEEDS[0])),
     output:
         report(
             "results/figures/fig5_3_samples_{dataset}.png",
@@ -162,6 +175,10 @@ rule plot_fig5_3:
         "results/logs/latent/plot_fig5_3_{dataset}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         n_per_class=LATENT["n_samples_per_class"],
     script:
@@ -171,7 +188,7 @@ rule plot_fig5_3:
 rule plot_fig5_4:
     input:
         flow=f"results/latent/{{dataset}}/flow_seed{SEEDS[0]}.safetensors",
-        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
+        autoencoder=rules.train_autoencoder.output.model,
     output:
         report(
             "results/figures/fig5_4_style_{dataset}.png",
@@ -184,6 +201,10 @@ rule plot_fig5_4:
         "results/logs/latent/plot_fig5_4_{dataset}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     params:
         settings={
             "flow": LATENT["flow"],
@@ -198,7 +219,7 @@ rule plot_fig5_4:
 rule table1:
     input:
         expand(
-            "results/latent/{dataset}/flow_seed{seed}_eval.json",
+            rules.evaluate_latent_flow.output[0],
             dataset=LATENT_DATASETS,
             seed=SEEDS,
         ),
@@ -213,6 +234,10 @@ rule table1:
         "results/logs/latent/table1.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     script:
         "../scripts/make_table1.py"
 

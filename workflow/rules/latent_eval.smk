@@ -15,8 +15,8 @@ LATENT_EVAL_SETTINGS = {
 # Each model's checkpoint and generated samples (ours come from workflow/rules/latent.smk).
 GENERATOR_FILES = {
     "ours": (
-        "results/latent/{dataset}/flow_seed{seed}.safetensors",
-        "results/latent/{dataset}/samples_seed{seed}.npz",
+        rules.train_latent_flow.output.model,
+        rules.sample_latent_flow.output[0],
     ),
     "cinn": (
         "results/latent/{dataset}/cinn_seed{seed}.safetensors",
@@ -34,7 +34,7 @@ localrules:
 
 rule train_latent_classifier:
     input:
-        "results/data/{dataset}/verified.json",
+        rules.prepare_data.output[0],
     output:
         model="results/latent/{dataset}/classifier.safetensors",
         metrics="results/latent/{dataset}/classifier_eval.json",
@@ -59,7 +59,7 @@ rule train_latent_classifier:
 
 rule train_latent_cinn:
     input:
-        "results/latent/{dataset}/latents.npz",
+        rules.encode_latents.output[0],
     output:
         model="results/latent/{dataset}/cinn_seed{seed}.safetensors",
         history="results/latent/{dataset}/cinn_seed{seed}_history.json",
@@ -75,6 +75,7 @@ rule train_latent_cinn:
         mem_mb=4000,
     params:
         settings=CINN_SETTINGS,
+        checkpoint="results/latent/{dataset}/checkpoints/cinn_seed{seed}_last.safetensors",
         device=config["device"],
     script:
         "../scripts/train_latent_cinn.py"
@@ -82,14 +83,18 @@ rule train_latent_cinn:
 
 rule sample_latent_cinn:
     input:
-        cinn="results/latent/{dataset}/cinn_seed{seed}.safetensors",
-        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
+        cinn=rules.train_latent_cinn.output.model,
+        autoencoder=rules.train_autoencoder.output.model,
     output:
         "results/latent/{dataset}/cinn_samples_seed{seed}.npz",
     log:
         "results/logs/latent_eval/sample_cinn_{dataset}_seed{seed}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=4000,
     params:
         settings=LATENT_EVAL_SETTINGS,
     script:
@@ -104,9 +109,9 @@ rule evaluate_latent_generator:
         samples=lambda wc: GENERATOR_FILES[wc.model][1].format(
             dataset=wc.dataset, seed=wc.seed
         ),
-        latents="results/latent/{dataset}/latents.npz",
-        classifier="results/latent/{dataset}/classifier.safetensors",
-        verified="results/data/{dataset}/verified.json",
+        latents=rules.encode_latents.output[0],
+        classifier=rules.train_latent_classifier.output.model,
+        verified=rules.prepare_data.output[0],
     output:
         "results/latent/{dataset}/metrics_{model}_seed{seed}.json",
     log:
@@ -115,6 +120,10 @@ rule evaluate_latent_generator:
         model="|".join(LATENT_EVAL_MODELS),
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=8000,
     params:
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=LATENT_EVAL_SETTINGS,
@@ -124,16 +133,20 @@ rule evaluate_latent_generator:
 
 rule evaluate_latent_references:
     input:
-        autoencoder="results/latent/{dataset}/autoencoder.safetensors",
-        latents="results/latent/{dataset}/latents.npz",
-        classifier="results/latent/{dataset}/classifier.safetensors",
-        verified="results/data/{dataset}/verified.json",
+        autoencoder=rules.train_autoencoder.output.model,
+        latents=rules.encode_latents.output[0],
+        classifier=rules.train_latent_classifier.output.model,
+        verified=rules.prepare_data.output[0],
     output:
         "results/latent/{dataset}/metrics_references.json",
     log:
         "results/logs/latent_eval/evaluate_references_{dataset}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=8000,
     params:
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=LATENT_EVAL_SETTINGS,
@@ -144,13 +157,13 @@ rule evaluate_latent_references:
 rule latent_metrics:
     input:
         expand(
-            "results/latent/{dataset}/metrics_{model}_seed{seed}.json",
+            rules.evaluate_latent_generator.output[0],
             dataset=LATENT_DATASETS,
             model=LATENT_EVAL_MODELS,
             seed=SEEDS,
         ),
         expand(
-            "results/latent/{dataset}/metrics_references.json",
+            rules.evaluate_latent_references.output[0],
             dataset=LATENT_DATASETS,
         ),
     output:
@@ -164,6 +177,10 @@ rule latent_metrics:
         "results/logs/latent_eval/latent_metrics.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     script:
         "../scripts/make_latent_metrics_table.py"
 
@@ -190,6 +207,10 @@ rule plot_training_latent:
         "results/logs/latent_eval/plot_training_latent_{dataset}.log",
     conda:
         "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     script:
         "../scripts/plot_training_latent.py"
 

@@ -1,11 +1,12 @@
 """Score one trained Gaussian-mixture run against the exact posterior (rule evaluate_gmm)."""
 
-from replicate.gmm_eval import evaluate_gmm_run
-from replicate.runtime import setup_logging
+from replicate.experiments.gmm.evaluation import evaluate_gmm_run
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-evaluate_gmm_run(
+run_stage(
+    snakemake,
+    evaluate_gmm_run,
     snakemake.wildcards.model,
     snakemake.input.model,
     snakemake.input.status,

@@ -1,11 +1,12 @@
 """Score the true posterior like a model: the reference row (rule evaluate_gmm_exact)."""
 
-from replicate.gmm_eval import evaluate_exact
-from replicate.runtime import setup_logging
+from replicate.experiments.gmm.evaluation import evaluate_exact
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-evaluate_exact(
+run_stage(
+    snakemake,
+    evaluate_exact,
     snakemake.wildcards.labels,
     snakemake.params.settings,
     int(snakemake.wildcards.seed),

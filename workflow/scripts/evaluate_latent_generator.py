@@ -1,12 +1,13 @@
 """Every beyond-the-paper metric of one model (ours or cINN), dataset and seed (rule
 evaluate_latent_generator)."""
 
-from replicate.latent_eval import evaluate_model_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.baseline_stages import evaluate_model_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-evaluate_model_stage(
+run_stage(
+    snakemake,
+    evaluate_model_stage,
     snakemake.wildcards.model,
     snakemake.input.model,
     snakemake.input.samples,

@@ -1,12 +1,13 @@
 """The metrics on real and reconstructed images, as a scale for the generators' numbers (rule
 evaluate_latent_references)."""
 
-from replicate.latent_eval import reference_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.baseline_stages import reference_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-reference_stage(
+run_stage(
+    snakemake,
+    reference_stage,
     snakemake.input.autoencoder,
     snakemake.input.latents,
     snakemake.input.classifier,

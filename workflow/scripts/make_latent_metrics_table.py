@@ -1,9 +1,10 @@
 """Collect the per-seed latent metrics into results/tables/latent_metrics.csv and .md (rule
 latent_metrics)."""
 
-from replicate.latent_eval import latent_metrics_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.baseline_stages import latent_metrics_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-latent_metrics_stage(snakemake.input, snakemake.output.csv, snakemake.output.md)
+run_stage(
+    snakemake, latent_metrics_stage, snakemake.input, snakemake.output.csv, snakemake.output.md
+)

@@ -1,8 +1,7 @@
 """Table 1: forward-pass test accuracy, mean and std over seeds (rule table1)."""
 
-from replicate.latent import table1_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.stages import table1_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-table1_stage(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+run_stage(snakemake, table1_stage, list(snakemake.input), snakemake.output.csv, snakemake.output.md)

@@ -1,11 +1,12 @@
 """Paper Figure 5.2: INN variants beside ours (rule plot_fig5_2)."""
 
-from replicate.gmm_eval import plot_fig5_2
-from replicate.runtime import setup_logging
+from replicate.experiments.gmm.figures import plot_fig5_2
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-plot_fig5_2(
+run_stage(
+    snakemake,
+    plot_fig5_2,
     snakemake.params.models,
     snakemake.input.samples,
     snakemake.input.eval,

@@ -1,11 +1,12 @@
 """Figure 5.3: one row of generated samples per class (rule plot_fig5_3)."""
 
-from replicate.latent import fig5_3_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.stages import fig5_3_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-fig5_3_stage(
+run_stage(
+    snakemake,
+    fig5_3_stage,
     snakemake.input[0],
     snakemake.wildcards.dataset,
     int(snakemake.params.n_per_class),

@@ -1,11 +1,12 @@
 """Test images above their reconstructions (rule plot_reconstructions)."""
 
-from replicate.latent import reconstruction_figure_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.stages import reconstruction_figure_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-reconstruction_figure_stage(
+run_stage(
+    snakemake,
+    reconstruction_figure_stage,
     snakemake.params.data_dir,
     snakemake.wildcards.dataset,
     snakemake.params.settings,

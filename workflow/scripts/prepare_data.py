@@ -3,11 +3,13 @@
 from pathlib import Path
 
 from replicate.data import prepare_dataset
-from replicate.runtime import setup_logging
+from replicate.runtime import run_stage
 
-setup_logging(snakemake.log[0])
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 data = snakemake.config["data"]
-prepare_dataset(
+run_stage(
+    snakemake,
+    prepare_dataset,
     Path(snakemake.output[0]).parent,
     snakemake.wildcards.dataset,
     search_dirs=data["search_dirs"],

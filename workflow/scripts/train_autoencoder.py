@@ -1,11 +1,12 @@
 """Pretrain the auto-encoder of one dataset (rule train_autoencoder); the work is in the library."""
 
-from replicate.latent import autoencoder_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.stages import autoencoder_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-autoencoder_stage(
+run_stage(
+    snakemake,
+    autoencoder_stage,
     snakemake.params.data_dir,
     snakemake.wildcards.dataset,
     snakemake.params.settings,

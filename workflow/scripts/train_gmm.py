@@ -1,11 +1,12 @@
 """Train one Gaussian-mixture model (rule train_gmm); all the work is in the library."""
 
-from replicate.gmm_experiment import train_gmm_model
-from replicate.runtime import setup_logging
+from replicate.experiments.gmm.training import train_gmm_model
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-train_gmm_model(
+run_stage(
+    snakemake,
+    train_gmm_model,
     snakemake.wildcards.model,
     snakemake.params.settings,
     snakemake.wildcards.labels,

@@ -1,12 +1,13 @@
 """Train the independent CNN classifier on one dataset's real training images (rule
 train_latent_classifier)."""
 
-from replicate.latent_eval import classifier_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.baseline_stages import classifier_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-classifier_stage(
+run_stage(
+    snakemake,
+    classifier_stage,
     snakemake.params.data_dir,
     snakemake.wildcards.dataset,
     snakemake.params.settings,

@@ -1,11 +1,12 @@
 """Train the conditional flow on one dataset's latents for one seed (rule train_latent_flow)."""
 
-from replicate.latent import flow_stage
-from replicate.runtime import setup_logging
+from replicate.experiments.latent.stages import flow_stage
+from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-setup_logging(snakemake.log[0])
-flow_stage(
+run_stage(
+    snakemake,
+    flow_stage,
     snakemake.input[0],
     snakemake.params.settings,
     int(snakemake.wildcards.seed),

@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from replicate.cinn import ConditionalINN
-from replicate.conditional_flow import ConditionalFlow
-from replicate.gmm import GaussianMixture
-from replicate.gmm_models import INN_PREFIX, model_section, training_settings
-from replicate.inn import INN
+from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
+from replicate.models.cinn import ConditionalINN
+from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.inn import INN
 from replicate.runtime import (
     TrainingDiverged,
     atomic_path,
@@ -260,13 +260,13 @@ class GMMModel:
     """The interface the evaluation uses for every trained GMM model.
 
     Attributes:
-        name: the model name (see :data:`replicate.gmm_models.MODEL_NAMES`).
+        name: the model name (see :data:`replicate.experiments.gmm.settings.MODEL_NAMES`).
         n_labels: number of labels of the label map.
         has_log_prob: whether :meth:`log_prob` gives densities (False for the INN variants).
         module: the underlying torch model.
 
     Example:
-        >>> from replicate.inn import INN
+        >>> from replicate.models.inn import INN
         >>> m = GMMModel("inn_full", INN(2, 8, 2, n_blocks=1, hidden=8), "some")
         >>> m.n_labels, m.has_log_prob, m.log_prob(torch.zeros(3, 2), torch.eye(8)[0])
         (4, False, None)

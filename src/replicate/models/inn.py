@@ -11,7 +11,7 @@ but it is trained by four weighted losses instead of one likelihood:
   padded input.
 
 A variant switches losses on or off (Figure 5.2 of the paper). The INN has no density, so unlike
-:class:`replicate.conditional_flow.ConditionalFlow` it offers no ``log_prob``.
+:class:`replicate.models.conditional_flow.ConditionalFlow` it offers no ``log_prob``.
 
 Example:
     >>> import torch
@@ -30,8 +30,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from replicate.conditional_flow import as_input, sampling_inputs
-from replicate.flows import InvertibleNetwork
+from replicate.models.conditional_flow import as_input, sampling_inputs
+from replicate.models.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
 

@@ -7,7 +7,7 @@ model's samples of p(x | y) against it (Gaussian KL of the samples' moments to t
 posterior, and the error of the posterior mean in posterior standard deviations);
 :func:`eps_sweep` trains the method at several ``eps`` against several noise levels ``s``.
 
-``python -m replicate.linear_gaussian`` prints the README's table (about 2 minutes on 2 cores).
+``python -m replicate.experiments.linear_gaussian`` prints the README's table (minutes on 2 cores).
 
 Example:
     >>> problem = LinearGaussian(torch.tensor([[1.0, 0.5], [-0.3, 0.8]]), noise_std=0.2)
@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from replicate.conditional_flow import ConditionalFlow
+from replicate.models.conditional_flow import ConditionalFlow
 from replicate.runtime import write_table
 from replicate.training import fit_conditional
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.conditional_flow import StandardizedModel, as_input, sampling_inputs
-from replicate.flows import InvertibleNetwork, standard_normal_log_prob
+from replicate.models.conditional_flow import StandardizedModel, as_input, sampling_inputs
+from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalINN"]
 
@@ -30,8 +30,9 @@ class ConditionalINN(StandardizedModel):
     """Conditional invertible network x <-> z given c; see :class:`InvertibleNetwork` for args.
 
     Inputs and conditions can be standardised inside the model
-    (:meth:`~replicate.conditional_flow.StandardizedModel.fit_standardization`), as for
-    :class:`~replicate.conditional_flow.ConditionalFlow`; the map of x enters the density exactly.
+    (:meth:`~replicate.models.conditional_flow.StandardizedModel.fit_standardization`), as for
+    :class:`~replicate.models.conditional_flow.ConditionalFlow`; the map of x enters the density
+    exactly.
     """
 
     def __init__(

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.flows import InvertibleNetwork, standard_normal_log_prob
-from replicate.standardization import Standardization
+from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
+from replicate.models.standardization import Standardization
 
 __all__ = ["ConditionalFlow", "StandardizedModel", "as_input", "sampling_inputs"]
 
@@ -138,8 +138,8 @@ def sampling_inputs(
 
 class StandardizedModel(nn.Module):
     """What the conditional models share: per-coordinate standardisation of x and of the
-    condition (:class:`replicate.standardization.Standardization`, identity until fitted), and
-    :meth:`fit_standardization` to fit both from training data."""
+    condition (:class:`replicate.models.standardization.Standardization`, identity until
+    fitted), and :meth:`fit_standardization` to fit both from training data."""
 
     def __init__(self, data_dim: int, condition_dim: int) -> None:
         super().__init__()
@@ -179,9 +179,9 @@ class ConditionalFlow(StandardizedModel):
     ``eps`` is the standard deviation of the noise the method puts on the condition output, in
     the condition's own units (a scalar, or one value per condition coordinate). For a label
     (one-hot) condition the paper uses 0.1. For a continuous, noisy observation set it to the
-    observation's noise std where that is known: it is the width the model gives p(c | x), and the
-    linear-Gaussian check (README, ``replicate.linear_gaussian``) shows a much smaller ``eps`` gives
-    overconfident posteriors.
+    observation's noise std where that is known: it is the width the model gives p(c | x). The
+    linear-Gaussian check (README, :mod:`replicate.experiments.linear_gaussian`) recovers the exact
+    posterior at that value and misses it far from it (a tenth of it, or three times it).
 
     Inputs and conditions can be standardised inside the model (:meth:`fit_standardization`):
     the affine maps are buffers saved with the weights, undone when sampling and predicting, and
@@ -194,7 +194,7 @@ class ConditionalFlow(StandardizedModel):
         eps: std of the noise on the condition output, in the condition's units (paper: 0.1).
         sigma: standard deviation of the noise on the zero padding (paper: 0.05).
         n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network, see
-            :class:`replicate.flows.InvertibleNetwork`.
+            :class:`replicate.models.flows.InvertibleNetwork`.
     """
 
     eps_per_dim: Tensor
@@ -273,7 +273,7 @@ class ConditionalFlow(StandardizedModel):
         can spread in every direction (padding = ``observation_dim``), ``sigma`` 0.05.
 
         The rule behind it, measured on the linear-Gaussian problem
-        (``python -m replicate.linear_gaussian``, README): the posterior is recovered at
+        (``python -m replicate.experiments.linear_gaussian``, README): the posterior is recovered at
         ``eps = noise_std`` and clearly missed at a tenth of it or three times it. When the
         noise is not known, compare a few ``eps`` by held-out :meth:`log_prob` (not by the loss,
         whose dropped constants depend on ``eps``).

@@ -1,0 +1,9 @@
+"""E1/E2: the 8-mode Gaussian mixture with its exact posterior (paper 5.1, Figures 5.1 and 5.2).
+
+- :mod:`~.problem`: the mixture, its label maps and the exact posterior;
+- :mod:`~.settings`: each model's training settings and network from the config;
+- :mod:`~.training`: building and training one model (ours, the INN variants, the cINN);
+- :mod:`~.evaluation`: scores against the exact posterior and the metric table;
+- :mod:`~.figures`: Figures 5.1, 5.2 and the training curves;
+- :mod:`~.benchmark`: the speed of one training step per model.
+"""

@@ -1,0 +1,347 @@
+"""The E3 pipeline stages of the paper's experiment (auto-encoder, latent flow, Figures 5.3 and
+5.4, Table 1): one call per Snakemake rule (workflow/rules/latent.smk), each reading and writing
+files; the maths lives in the sibling modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from replicate.data import load_images
+from replicate.experiments.latent.evaluation import (
+    DATASET_NAMES,
+    PAPER_ACCURACY,
+    evaluate_latent_flow,
+    figure_image_grid,
+    sample_images,
+    style_images,
+    table1,
+)
+from replicate.experiments.latent.models import (
+    N_CLASSES,
+    load_latent_flow,
+    save_latent_flow,
+)
+from replicate.experiments.latent.training import train_latent_flow
+from replicate.runtime import (
+    use_threads,
+    write_json,
+    write_npz,
+    write_table,
+)
+
+__all__ = [
+    "autoencoder_stage",
+    "encode_stage",
+    "evaluate_stage",
+    "fig5_3_stage",
+    "fig5_4_stage",
+    "flow_stage",
+    "reconstruction_figure_stage",
+    "samples_stage",
+    "table1_stage",
+    "training_curves_stage",
+]
+
+log = logging.getLogger("replicate")
+
+
+# -- pipeline stages: one call per Snakemake rule ---------------------------------------------
+def autoencoder_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    seed: int,
+    model_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Rule ``train_autoencoder``: pretrain (resumably), save, log the test reconstruction error."""
+    use_threads(threads)
+    from replicate.experiments.latent.autoencoder import run_autoencoder_stage
+    from replicate.runtime import resolve_device
+
+    train, _ = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    test, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
+    return run_autoencoder_stage(
+        train,
+        test,
+        latent_config["autoencoder"],
+        seed,
+        model_path,
+        metrics_path,
+        checkpoint_path,
+        resolve_device(device),
+    )
+
+
+def encode_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    autoencoder_path: str | os.PathLike,
+    latents_path: str | os.PathLike,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> None:
+    """Rule ``encode_latents``: ``latents.npz`` with ``train_u, train_y, test_u, test_y``."""
+    use_threads(threads)
+    from replicate.experiments.latent.autoencoder import encode_images, load_autoencoder
+    from replicate.runtime import resolve_device
+
+    dev = resolve_device(device)
+    model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
+    arrays: dict[str, np.ndarray] = {}
+    for split, n in (("train", latent_config["n_train"]), ("test", latent_config["n_test"])):
+        images, labels = load_images(data_dir, dataset, split, n)
+        arrays[f"{split}_u"] = encode_images(model, images, device=str(dev))
+        arrays[f"{split}_y"] = labels
+        log.info("encoded %d %s images of %s", len(images), split, dataset)
+    write_npz(latents_path, **arrays)
+
+
+def reconstruction_figure_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    autoencoder_path: str | os.PathLike,
+    png_path: str | os.PathLike,
+    n_images: int = 20,
+    device: str = "cpu",
+) -> None:
+    """Rule ``plot_reconstructions``: test originals (top row) above their reconstructions."""
+    from replicate.experiments.latent.autoencoder import load_autoencoder, to_unit_images
+    from replicate.plots import save_figure, use_style
+    from replicate.runtime import resolve_device
+
+    dev = resolve_device(device)
+    model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
+    images, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
+    images = images[:n_images]
+    with torch.no_grad():
+        recon = model(to_unit_images(images).to(dev))[:, 0].cpu()
+    recon = (recon * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    use_style()
+    fig = figure_image_grid(
+        np.stack([images, recon]),
+        ["original", "reconstruction"],
+        f"{DATASET_NAMES.get(dataset, dataset)}: auto-encoder on test images",
+    )
+    save_figure(fig, png_path)
+
+
+def flow_stage(
+    latents_path: str | os.PathLike,
+    latent_config: Mapping[str, Any],
+    seed: int,
+    model_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    device: str = "cpu",
+    threads: int | None = None,
+    history_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Rule ``train_latent_flow``: train one seed's flow on the training latents and save it;
+    its per-epoch training NLL and timings go to ``history_path`` (JSON) when given."""
+    use_threads(threads)
+    from replicate.runtime import resolve_device
+
+    with np.load(latents_path) as f:
+        train_u, train_y = f["train_u"], f["train_y"]
+    model, summary = train_latent_flow(
+        train_u, train_y, latent_config["flow"], seed, checkpoint_path, resolve_device(device)
+    )
+    save_latent_flow(model_path, model, latent_config["flow"], train_u.shape[1], seed)
+    if history_path is not None:
+        write_json(history_path, {"model": "ours", "seed": seed, **summary})
+    log.info("trained latent flow seed %d in %.1f s", seed, summary["seconds"])
+    return summary
+
+
+def evaluate_stage(
+    latents_path: str | os.PathLike,
+    flow_path: str | os.PathLike,
+    latent_config: Mapping[str, Any],
+    dataset: str,
+    seed: int,
+    json_path: str | os.PathLike,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Rule ``evaluate_latent_flow``: test accuracy through the forward pass (Table 1), as JSON."""
+    from replicate.runtime import resolve_device
+
+    model = load_latent_flow(flow_path, latent_config["flow"], resolve_device(device))
+    with np.load(latents_path) as f:
+        test = evaluate_latent_flow(model, f["test_u"], f["test_y"], seed=seed)
+        train = evaluate_latent_flow(model, f["train_u"], f["train_y"], seed=seed)
+    result = {
+        "dataset": dataset,
+        "seed": seed,
+        "accuracy": test["accuracy"],
+        "test_nll": test["nll"],
+        "n_test": test["n_test"],
+        "train_accuracy": train["accuracy"],
+        "train_nll": train["nll"],
+        "paper_accuracy": PAPER_ACCURACY.get(dataset),
+    }
+    log.info(
+        "%s seed %d: test accuracy %.4f (paper %s)",
+        dataset,
+        seed,
+        test["accuracy"],
+        PAPER_ACCURACY.get(dataset),
+    )
+    write_json(json_path, result)
+    return result
+
+
+def samples_stage(
+    flow_path: str | os.PathLike,
+    autoencoder_path: str | os.PathLike,
+    latent_config: Mapping[str, Any],
+    seed: int,
+    samples_path: str | os.PathLike,
+    device: str = "cpu",
+) -> None:
+    """Rule ``sample_latent_flow``: ``n_eval_samples_per_class`` images per class, as npz."""
+    from replicate.experiments.latent.autoencoder import load_autoencoder
+    from replicate.runtime import resolve_device
+
+    dev = resolve_device(device)
+    flow = load_latent_flow(flow_path, latent_config["flow"], dev)
+    ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
+    images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
+    write_npz(samples_path, images=images, labels=labels)
+    log.info("wrote %d generated images (seed %d) to %s", len(images), seed, samples_path)
+
+
+def fig5_3_stage(
+    samples_path: str | os.PathLike, dataset: str, n_per_class: int, png_path: str | os.PathLike
+) -> None:
+    """Rule ``plot_fig5_3``: 10 rows (one per class) of the first ``n_per_class`` samples."""
+    from replicate.plots import save_figure, use_style
+
+    with np.load(samples_path) as f:
+        images, labels = f["images"], f["labels"]
+    grid = np.stack([images[labels == k][:n_per_class] for k in range(N_CLASSES)])
+    if grid.shape[1] < n_per_class:
+        raise ValueError(f"{samples_path} holds fewer than {n_per_class} samples per class")
+    use_style()
+    fig = figure_image_grid(
+        grid,
+        [str(k) for k in range(N_CLASSES)],
+        f"{DATASET_NAMES.get(dataset, dataset)}: samples conditioned on the label (row)",
+    )
+    save_figure(fig, png_path)
+
+
+def fig5_4_stage(
+    flow_path: str | os.PathLike,
+    autoencoder_path: str | os.PathLike,
+    latent_config: Mapping[str, Any],
+    dataset: str,
+    seed: int,
+    png_path: str | os.PathLike,
+    images_path: str | os.PathLike,
+    device: str = "cpu",
+) -> None:
+    """Rule ``plot_fig5_4``: rows of one fixed z each, the label varied 0..9 along the row."""
+    from replicate.experiments.latent.autoencoder import load_autoencoder
+    from replicate.plots import save_figure, use_style
+    from replicate.runtime import resolve_device
+
+    dev = resolve_device(device)
+    flow = load_latent_flow(flow_path, latent_config["flow"], dev)
+    ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
+    grid, z = style_images(flow, ae, int(latent_config["n_style_rows"]), seed)
+    write_npz(images_path, images=grid, z=z)
+    use_style()
+    fig = figure_image_grid(
+        grid,
+        [f"z{r + 1}" for r in range(len(grid))],
+        f"{DATASET_NAMES.get(dataset, dataset)}: fixed z per row, label 0-9 along the row",
+        col_labels=[str(k) for k in range(N_CLASSES)],
+    )
+    save_figure(fig, png_path)
+
+
+def training_curves_stage(
+    autoencoder_metrics_path: str | os.PathLike,
+    history_paths: Sequence[str | os.PathLike],
+    dataset: str,
+    png_path: str | os.PathLike,
+) -> None:
+    """Rule ``plot_training_latent``: per-epoch training losses of the auto-encoder and of every
+    latent flow and cINN (one line per seed), read from what their training rules recorded."""
+    from replicate.plots import CurvePanel, figure_training_curves, save_figure, use_style
+
+    autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
+    runs: dict[str, list[list[float]]] = {}
+    for path in history_paths:
+        history = json.loads(Path(path).read_text())
+        runs.setdefault(history["model"], []).append(history["epoch_loss"])
+
+    def epochs(losses: Sequence[float]) -> np.ndarray:
+        return np.arange(1, len(losses) + 1)
+
+    panels = [
+        CurvePanel(
+            "auto-encoder (seeds[0])",
+            [epochs(autoencoder["epoch_loss"])],
+            {"reconstruction MSE / pixel": [np.asarray(autoencoder["epoch_loss"])]},
+            log_scale=True,
+        )
+    ]
+    for model, title in (("ours", "ours (latent flow)"), ("cinn", "cINN")):
+        if model in runs:
+            losses = runs[model]
+            panels.append(
+                CurvePanel(
+                    title, [epochs(v) for v in losses], {"NLL": list(map(np.asarray, losses))}
+                )
+            )
+    use_style()
+    fig = figure_training_curves(
+        panels,
+        title=f"{DATASET_NAMES.get(dataset, dataset)}: training losses per epoch, "
+        f"{max(len(v) for v in runs.values()) if runs else 0} seed(s)",
+        xlabel="epoch",
+    )
+    save_figure(fig, png_path)
+
+
+def table1_stage(
+    eval_paths: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Rule ``table1``: per-seed accuracy JSONs (grouped by their ``dataset``) -> CSV + Markdown.
+
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for seed, acc in enumerate([0.5, 0.7]):
+        ...     text = json.dumps({"dataset": "mnist", "accuracy": acc})
+        ...     _ = (d / f"{seed}.json").write_text(text)
+        >>> table1_stage([d / "0.json", d / "1.json"], d / "t.csv", d / "t.md").n_seeds.tolist()
+        [2]
+    """
+    import json
+
+    accuracies: dict[str, list[float]] = {}
+    for path in eval_paths:
+        result = json.loads(Path(path).read_text())
+        accuracies.setdefault(result["dataset"], []).append(float(result["accuracy"]))
+    frame = table1(accuracies)
+    write_table(frame, csv_path, md_path, frame.to_markdown(index=False, floatfmt=".4f"))
+    log.info("Table 1:\n%s", frame.to_string(index=False))
+    return frame
