@@ -45,11 +45,15 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
-def mmd_multiscale(x: Tensor, y: Tensor, widths: Sequence[float] = (0.05, 0.2, 0.9)) -> Tensor:
-    """Biased MMD^2 estimate with a sum of inverse-multiquadratic kernels.
+def mmd_multiscale(
+    x: Tensor, y: Tensor, widths: Sequence[float] = (0.05, 0.2, 0.9), unbiased: bool = False
+) -> Tensor:
+    """MMD^2 estimate with a sum of inverse-multiquadratic kernels.
 
     ``k(a, b) = sum_w w^2 / (w^2 + ||a - b||^2)``, and the estimate is
-    ``mean(K_xx) + mean(K_yy) - 2 mean(K_xy)`` (diagonals included), as the INN reference code.
+    ``mean(K_xx) + mean(K_yy) - 2 mean(K_xy)``: diagonals included (biased, > 0 even for two
+    samples of one distribution) as the INN reference code's loss, or with ``unbiased`` the means
+    of K_xx and K_yy over the off-diagonal pairs (about 0 for one distribution; used as a metric).
 
     Example:
         >>> a = torch.randn(100, 2)
@@ -75,6 +79,13 @@ def mmd_multiscale(x: Tensor, y: Tensor, widths: Sequence[float] = (0.05, 0.2, 0
         k_xx = k_xx + a2 / (a2 + dxx)
         k_yy = k_yy + a2 / (a2 + dyy)
         k_xy = k_xy + a2 / (a2 + dxy)
+    if unbiased:
+        n, m = len(x), len(y)
+        if n < 2 or m < 2:
+            raise ValueError("the unbiased MMD needs at least two points in each sample")
+        k_xx = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
+        k_yy = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+        return k_xx + k_yy - 2.0 * k_xy.mean()
     return k_xx.mean() + k_yy.mean() - 2.0 * k_xy.mean()
 
 
