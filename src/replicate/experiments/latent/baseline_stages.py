@@ -147,18 +147,15 @@ def cinn_samples_stage(
 ) -> None:
     """Rule ``sample_latent_cinn``: as ``samples_seed{seed}.npz`` of ours, from the cINN."""
     from replicate.experiments.latent.autoencoder import load_autoencoder
-    from replicate.experiments.latent.evaluation import decode_to_uint8
+    from replicate.experiments.latent.evaluation import sample_images
     from replicate.runtime import resolve_device
 
     dev = resolve_device(device)
     model = load_latent_cinn(cinn_path, latent_config["flow"], dev)
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
-    torch.manual_seed(seed)
-    labels = torch.arange(N_CLASSES).repeat_interleave(
-        int(latent_config["n_eval_samples_per_class"])
-    )
-    images = decode_to_uint8(ae, model.sample(labels))
-    write_npz(samples_path, images=images, labels=labels.numpy().astype(np.int64))
+    n_per_class = int(latent_config["n_eval_samples_per_class"])
+    images, labels = sample_images(model, ae, n_per_class, seed)
+    write_npz(samples_path, images=images, labels=labels)
     log.info("wrote %d cINN samples (seed %d) to %s", len(images), seed, samples_path)
 
 

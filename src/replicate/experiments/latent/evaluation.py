@@ -15,6 +15,7 @@ from torch import Tensor
 from replicate.experiments.latent.autoencoder import AutoEncoder
 from replicate.experiments.latent.models import (
     N_CLASSES,
+    LatentCINN,
     LatentFlow,
 )
 from replicate.metrics import accuracy, summarise
@@ -98,7 +99,7 @@ def decode_to_uint8(autoencoder: AutoEncoder, u: Tensor, batch_size: int = 1000)
 
 @torch.no_grad()
 def sample_images(
-    flow: LatentFlow, autoencoder: AutoEncoder, n_per_class: int, seed: int
+    flow: LatentFlow | LatentCINN, autoencoder: AutoEncoder, n_per_class: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n_per_class`` generated images of every class, class-major: rows of class 0 first.
 
