@@ -11,6 +11,7 @@ from scipy.stats import norm
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.flows import standard_normal_log_prob
+from replicate.models.inn import INN, mmd_multiscale
 from replicate.models.standardization import Standardization
 from replicate.training import model_tensors, restore_model
 
@@ -153,3 +154,67 @@ def test_an_unfitted_standardization_changes_nothing() -> None:
         + 0.5 * 3 * torch.log(torch.tensor(2 * torch.pi * 0.05**2))
     )
     torch.testing.assert_close(flow.log_prob(x, c), want)
+
+
+def test_inn_with_standardization_is_the_plain_inn_on_standardized_data() -> None:
+    """The INN's four losses, sampling and prediction with standardisation equal those of the
+    same network without it, fed data standardised by hand, with the noise stds divided by y's
+    scale (they are in y's units) and the outputs mapped back by hand. Layout of E4:
+    [x (4)] <-> [z (2), y (2)], no padding."""
+    torch.manual_seed(0)
+    inn = INN(4, 2, 2, n_blocks=2, hidden=8, y_noise=0.3, sample_y_noise=0.2).double()
+    shift_x = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    scale_x = torch.tensor([0.25, 2.0, 0.5, 4.0], dtype=torch.float64)
+    x = torch.randn(64, 4, dtype=torch.float64) * scale_x + shift_x
+    c = torch.randn(64, 2, dtype=torch.float64) * SCALE_C + SHIFT_C
+    inn.x_standardization.set(shift_x, scale_x)
+    inn.c_standardization.set(SHIFT_C, SCALE_C.double())
+    u, v = (x - shift_x) / scale_x, (c - SHIFT_C) / SCALE_C
+    torch.manual_seed(1)
+    got = inn.losses(x, c, iteration=5)
+    torch.manual_seed(1)
+    want = _plain_inn_losses(inn, u, v, 5, noise=0.3 / SCALE_C)
+    for name in ("loss", "y", "z", "x_backward", "x_reconstruction"):
+        torch.testing.assert_close(got[name], want[name], msg=name)
+    torch.manual_seed(2)
+    samples = inn.sample(c[:3], n=4)
+    torch.manual_seed(2)
+    y = v[:3].repeat_interleave(4, 0)
+    z = torch.randn(12, 2, dtype=torch.float64)
+    y = y + 0.2 / SCALE_C * torch.randn_like(y)
+    by_hand = inn.network.inverse(torch.cat([z, y], dim=1)) * scale_x + shift_x
+    torch.testing.assert_close(samples, by_hand.reshape(3, 4, 4))
+    predicted = inn.network(u)[0][:, 2:] * SCALE_C + SHIFT_C
+    torch.testing.assert_close(inn.predict(x), predicted)
+
+
+def _plain_inn_losses(
+    inn: INN, u: torch.Tensor, v: torch.Tensor, iteration: int, noise: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The INN's losses written out for the layout without padding ([x 4] <-> [z 2, y 2]), in
+    the reference's order of random draws, on already standardised data."""
+    n = len(u)
+    torch.randn(n, 0, dtype=u.dtype), torch.randn(n, 0, dtype=u.dtype)  # the empty paddings
+    y_noisy = v + noise * torch.randn(n, 2, dtype=u.dtype)
+    z_prior = torch.randn(n, 2, dtype=u.dtype)
+    out, _ = inn.network(u)
+    terms = {"y": ((out[:, 2:] - y_noisy) ** 2).mean()}
+    fake = torch.cat([out[:, :2], out[:, 2:].detach()], dim=1)
+    terms["z"] = mmd_multiscale(fake, torch.cat([z_prior, y_noisy], dim=1), inn.mmd_widths)
+    torch.randn(n, 0, dtype=u.dtype)
+    y_fresh = v + noise * torch.randn(n, 2, dtype=u.dtype)
+    z_near = out[:, :2].detach() + 0.3 * torch.randn(n, 2, dtype=u.dtype)
+    z_rand = torch.randn(n, 2, dtype=u.dtype)
+    x_rec = inn.network.inverse(torch.cat([z_near, y_fresh], dim=1))
+    terms["x_reconstruction"] = ((x_rec - u) ** 2).mean()
+    x_rand = inn.network.inverse(torch.cat([z_rand, y_fresh], dim=1))
+    terms["x_backward"] = mmd_multiscale(x_rand, u, inn.mmd_widths)
+    ramp = inn.ramp(iteration)
+    w = inn.weights
+    terms["loss"] = (
+        w["y"] * terms["y"]
+        + w["z"] * terms["z"]
+        + w["x_backward"] * ramp * terms["x_backward"]
+        + w["x_reconstruction"] * terms["x_reconstruction"]
+    )
+    return terms

@@ -11,7 +11,11 @@ but it is trained by four weighted losses instead of one likelihood:
   padded input.
 
 A variant switches losses on or off (Figure 5.2 of the paper). The INN has no density, so unlike
-:class:`replicate.models.conditional_flow.ConditionalFlow` it offers no ``log_prob``.
+:class:`replicate.models.conditional_flow.ConditionalFlow` it offers no ``log_prob``. Like the
+other models it can standardise x and y inside the model
+(:meth:`~replicate.models.conditional_flow.StandardizedModel.fit_standardization`): the four
+losses then compare standardised values (the kernel widths are in those units) and the noise
+scales stay in y's own units, as ``eps`` does for the method.
 
 Example:
     >>> import torch
@@ -27,10 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from replicate.models.conditional_flow import as_input, sampling_inputs
+from replicate.models.conditional_flow import StandardizedModel, as_input, sampling_inputs
 from replicate.models.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
@@ -104,7 +109,7 @@ def backward_ramp(epoch: int | float, ramp_epochs: float, start: float = 0.002) 
     return min(1.0, 2.0 * start ** (1.0 - float(epoch) / ramp_epochs))
 
 
-class INN(nn.Module):
+class INN(StandardizedModel):
     """Invertible network ``[x, pad] <-> [z, pad, y]`` trained with the INN's four losses.
 
     Args:
@@ -114,8 +119,10 @@ class INN(nn.Module):
         total_dim: width of the network; ``None`` uses ``latent_dim + condition_dim`` (no padding
             on the output side, the layout shared with the method). The reference toy code used 16,
             which pads the output side too.
-        y_noise: std of the noise added to y (and, in the reconstruction loss, to z).
-        sample_y_noise: std of the noise added to y when sampling (the reference's 0.1).
+        y_noise: std of the noise added to y, in y's units (and, in the reconstruction loss, the
+            std of the noise added to z).
+        sample_y_noise: std of the noise added to y when sampling (the reference's 0.1), in y's
+            units.
         pad_noise: std of the noise put in every padding slot.
         weights: loss weights keyed by :data:`INN_LOSSES`.
         mmd_widths: widths of the inverse-multiquadratic kernels.
@@ -147,7 +154,6 @@ class INN(nn.Module):
         permutation_seed: int | None = 0,
         init_scale: float | None = None,
     ) -> None:
-        super().__init__()
         total = latent_dim + condition_dim if total_dim is None else total_dim
         if total < data_dim or total < latent_dim + condition_dim:
             raise ValueError(
@@ -163,7 +169,8 @@ class INN(nn.Module):
             raise ValueError(f"no weight given for losses {missing}")
         if iterations_per_epoch < 1:
             raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
-        self.data_dim, self.condition_dim, self.latent_dim = data_dim, condition_dim, latent_dim
+        super().__init__(data_dim, condition_dim)
+        self.latent_dim = latent_dim
         self.total_dim = total
         self.pad_x = total - data_dim  # padding on the input side
         self.pad_yz = total - latent_dim - condition_dim  # padding on the output side
@@ -184,13 +191,17 @@ class INN(nn.Module):
         )
 
     # -- layout -------------------------------------------------------------------------------
-    def _noise(self, x: Tensor, width: int, scale: float) -> Tensor:
+    def _noise(self, x: Tensor, width: int, scale: float | Tensor) -> Tensor:
         # Drawn even at scale 0, as the reference does, so the random stream does not depend on it.
         return scale * torch.randn(x.shape[0], width, device=x.device, dtype=x.dtype)
 
     def _output(self, z: Tensor, pad: Tensor, y: Tensor) -> Tensor:
         """``[z, pad, y]``: the output side of the network."""
         return torch.cat([z, pad, y], dim=1)
+
+    def _y_noise(self, std: float) -> Tensor:
+        """A noise std in y's units as one value per standardised y coordinate."""
+        return std / self.c_standardization.scale
 
     def ramp(self, iteration: int) -> float:
         """Backward-MMD weight factor at a training iteration (constant within an epoch)."""
@@ -216,10 +227,12 @@ class INN(nn.Module):
             )
         k, m = self.latent_dim, self.condition_dim
         active = set(self.active)
+        x, condition = self.x_standardization(x), self.c_standardization(condition)
+        y_noise = self._y_noise(self.y_noise)
         terms: dict[str, Tensor] = {}
         x_padded = torch.cat([x, self._noise(x, self.pad_x, self.pad_noise)], dim=1)
         pad_target = self._noise(x, self.pad_yz, self.pad_noise)
-        y_noisy = condition + self._noise(condition, m, self.y_noise)
+        y_noisy = condition + self._noise(condition, m, y_noise)
         z_prior = self._noise(x, k, 1.0)
         if {"y", "z", "x_reconstruction"} & active:
             out, _ = self.network(x_padded)
@@ -234,7 +247,7 @@ class INN(nn.Module):
         ramp = self.ramp(iteration)
         if {"x_backward", "x_reconstruction"} & active:
             pad_back = self._noise(x, self.pad_yz, self.pad_noise)
-            y_fresh = condition + self._noise(condition, m, self.y_noise)
+            y_fresh = condition + self._noise(condition, m, y_noise)
             z_perturbation = self._noise(x, k, self.y_noise)
             z_rand = self._noise(x, k, 1.0)
         if "x_reconstruction" in active:
@@ -252,17 +265,24 @@ class INN(nn.Module):
 
     # -- use ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """The y-outputs of one forward pass with the padding at zero, shape (n, condition_dim).
+    def predict(self, x: Tensor | np.ndarray) -> Tensor:
+        """The y-outputs of one forward pass with the padding at zero, shape (n, condition_dim),
+        in y's units.
 
         For a one-hot label, ``predict(x).argmax(1)`` is the predicted class.
         """
         x = as_input(self, x, "x", self.data_dim)
-        padded = torch.cat([x, x.new_zeros(x.shape[0], self.pad_x)], dim=1)
-        return self.network(padded)[0][:, -self.condition_dim :]
+        u = self.x_standardization(x)
+        padded = torch.cat([u, u.new_zeros(u.shape[0], self.pad_x)], dim=1)
+        return self.c_standardization.inverse(self.network(padded)[0][:, -self.condition_dim :])
 
     @torch.no_grad()
-    def sample(self, condition: Tensor, n: int | None = None, z: Tensor | None = None) -> Tensor:
+    def sample(
+        self,
+        condition: Tensor | np.ndarray,
+        n: int | None = None,
+        z: Tensor | np.ndarray | None = None,
+    ) -> Tensor:
         """Draw x for a condition as the reference does: ``f^-1([z, 0, y + sample_y_noise * n])``.
 
         ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), a batch (B, M)
@@ -274,6 +294,8 @@ class INN(nn.Module):
         condition, z, shape = sampling_inputs(
             self, condition, n, z, self.condition_dim, self.latent_dim
         )
-        y = condition + self.sample_y_noise * torch.randn_like(condition)
+        noise = self._y_noise(self.sample_y_noise) * torch.randn_like(condition)
+        y = self.c_standardization(condition) + noise
         x = self.network.inverse(self._output(z, z.new_zeros(z.shape[0], self.pad_yz), y))
-        return x[:, : self.data_dim].reshape(*shape, self.data_dim)
+        x = self.x_standardization.inverse(x[:, : self.data_dim])
+        return x.reshape(*shape, self.data_dim)
