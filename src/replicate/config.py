@@ -133,6 +133,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` if keys that depend on each other disagree."""
     _check_gmm(config.get("gmm", {}))
     _check_latent(config.get("latent", {}))
+    _check_kinematics(config.get("kinematics", {}))
 
 
 def _check_gmm(gmm: Mapping[str, Any]) -> None:
@@ -183,3 +184,30 @@ def _check_latent(latent: Mapping[str, Any]) -> None:
     # The auto-encoder's BatchNorm cannot train on batches of one image.
     if (latent.get("autoencoder", {}).get("batch_size") or 2) < 2:
         raise ConfigError("latent.autoencoder.batch_size must be >= 2 (BatchNorm needs 2 rows)")
+
+
+def _check_kinematics(kin: Mapping[str, Any]) -> None:
+    """Cross-key checks of the ``kinematics:`` section (E4)."""
+    n_obs = kin.get("n_observations")
+    if n_obs is not None:
+        outside = [i for i in kin.get("figure_observations", []) if i >= n_obs]
+        if outside:
+            raise ConfigError(
+                f"kinematics.figure_observations {outside} must be indices below "
+                f"kinematics.n_observations ({n_obs})"
+            )
+        if kin.get("c2st_observations", 0) > n_obs:
+            raise ConfigError(
+                f"kinematics.c2st_observations ({kin['c2st_observations']}) must be <= "
+                f"kinematics.n_observations ({n_obs})"
+            )
+    eps = kin.get("ours", {}).get("eps", [])
+    names = [f"{float(e):g}" for e in eps]
+    if len(set(names)) < len(names):
+        raise ConfigError(
+            f"kinematics.ours.eps {eps}: values that agree to 6 significant digits would give "
+            "two models one name (ours_eps<eps>); drop one"
+        )
+    weights = kin.get("inn", {}).get("weights", {})
+    if weights and not any(w > 0 for w in weights.values()):
+        raise ConfigError("kinematics.inn.weights: every weight is 0, so the INN would not train")

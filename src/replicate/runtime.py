@@ -19,7 +19,8 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +39,8 @@ __all__ = [
     "atomic_path",
     "check_finite",
     "load_checkpoint",
+    "read_json",
+    "read_npz",
     "resolve_device",
     "run_stage",
     "save_checkpoint",
@@ -45,6 +48,8 @@ __all__ = [
     "setup_logging",
     "use_threads",
     "write_json",
+    "write_npz",
+    "write_table",
 ]
 
 log = logging.getLogger("replicate")
@@ -209,6 +214,30 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object written by a rule, or ``ValueError`` naming the file when it is truncated
+    or not JSON (and how to regenerate it).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "broken.json"
+        >>> _ = path.write_text('{"loss": 1.')
+        >>> read_json(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: .../broken.json is not valid JSON (...); delete it and rerun the rule ...
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); delete it and rerun the rule that writes it"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
 def write_table(
     frame: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, markdown: str
 ) -> None:
@@ -242,6 +271,33 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
             np.savez(f, **arrays)
+
+
+def read_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file, or ``ValueError`` naming the file and what is wrong
+    (missing, truncated, not an npz, an array missing) and how to regenerate it.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "samples.npz"
+        >>> write_npz(path, labels=np.arange(3))
+        >>> read_npz(path, ["labels"])["labels"].tolist()
+        [0, 1, 2]
+        >>> read_npz(path, ["samples"])
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot read .../samples.npz: it has no arrays ['samples'] (it holds ...
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise ValueError(f"it has no arrays {missing} (it holds {data.files})")
+            return {k: data[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"cannot read {path}: {exc}; delete it and rerun the rule that writes it"
+        ) from None
 
 
 # Stands for a key one configuration has and the other lacks.

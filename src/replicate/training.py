@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -32,9 +34,12 @@ from torch import Tensor, nn
 from replicate.runtime import (
     CheckpointMismatch,
     ProgressLog,
+    TrainingDiverged,
+    atomic_path,
     check_finite,
     load_checkpoint,
     save_checkpoint,
+    write_json,
 )
 
 __all__ = [
@@ -42,9 +47,11 @@ __all__ = [
     "FitResult",
     "Resume",
     "Validation",
+    "config_hash",
     "epoch_permutation",
     "fit",
     "fit_conditional",
+    "fit_to_files",
     "make_optimizer",
     "model_tensors",
     "optimizer_tensors",
@@ -580,3 +587,93 @@ def fit_conditional(
         resume=None if resume_path is None else Resume(resume_path, model, settings),
         validation=validation,
     )
+
+
+def config_hash(metadata: Mapping[str, Any]) -> str:
+    """A short, stable fingerprint of a training configuration (for status files and logs).
+
+    Example:
+        >>> config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
+        True
+    """
+    text = json.dumps(metadata, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fit_to_files(
+    step: Callable[[int], Mapping[str, Tensor]],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    iterations: int,
+    *,
+    checkpoint_path: str | os.PathLike,
+    status_path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    describe: Mapping[str, Any],
+    history_path: str | os.PathLike | None = None,
+    resume_path: str | os.PathLike | None = None,
+    segment: int,
+    seed: int,
+    grad_clip: float | None = None,
+    progress_every: int = 25,
+) -> dict[str, Any]:
+    """:func:`fit` for a pipeline's training rule: run it, then write what the rule promises.
+
+    Resumable from ``resume_path`` (saved every ``segment`` iterations), with the global
+    generator reseeded from ``(seed, segment)``. A divergence (NaN/inf) does not raise: the
+    status says ``diverged: true`` with the iteration and the terms, and the last finite weights
+    are still saved, so the workflow goes on and the evaluation reports the run as diverged.
+
+    Writes the checkpoint (safetensors, with ``metadata``, which a later load must match), the
+    status JSON (``describe``'s entries first; returned as a dict) and, with ``history_path``,
+    the per-iteration loss terms as CSV. Every file is written atomically.
+    """
+    import pandas as pd
+
+    result = FitResult()
+    diverged, message = False, "finished"
+    name = describe.get("model", "model")
+    try:
+        fit(
+            step,
+            optimizer,
+            iterations,
+            grad_clip=grad_clip,
+            progress_every=progress_every,
+            segment=segment,
+            segment_name="iterations block",
+            seed=seed,
+            resume=Resume(resume_path, model, metadata) if resume_path else None,
+            result=result,
+        )
+    except TrainingDiverged as exc:
+        diverged, message = True, str(exc)
+        log.error("%s: %s", name, message)
+    history = [{"iteration": i, **terms} for i, terms in enumerate(result.history)]
+    final = {k: v for k, v in history[-1].items() if k != "iteration"} if history else {}
+    status = {
+        **describe,
+        "diverged": diverged,
+        "message": message,
+        "iterations_done": len(history),
+        "iterations": iterations,
+        "seconds": result.seconds,
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "resumed_at_iteration": result.resumed_at,
+        "final_terms": final,
+        "config_hash": config_hash(metadata),
+        "torch_threads": torch.get_num_threads(),
+    }
+    save_checkpoint(checkpoint_path, model.state_dict(), metadata)
+    if history_path is not None:
+        with atomic_path(history_path) as tmp:
+            pd.DataFrame(history).to_csv(tmp, index=False)
+    write_json(status_path, status)
+    log.info(
+        "%s: %s after %d iterations, %.3f s/iteration",
+        name,
+        "DIVERGED" if diverged else "done",
+        len(history),
+        status["seconds_per_iteration"],
+    )
+    return status

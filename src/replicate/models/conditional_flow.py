@@ -173,8 +173,10 @@ class ConditionalFlow(StandardizedModel):
 
     Dimensions: ``data_dim`` (D) + padding (P) = ``latent_dim`` (K) + ``condition_dim`` (M); the
     padding is whatever makes the two sides equal (``pad_dim``), and must be >= 0. K >= 1; with
-    K < D the posterior lives on a K-dimensional surface of the D-dimensional data space, which
-    is warned about (a deterministic inverse when K + M = D and the data are noisy is rarely meant).
+    K < D the samples for one value of ``c_hat`` lie on a K-dimensional surface of the
+    D-dimensional data space and only the ``eps`` noise on the condition spreads them across it,
+    which is warned about: right when x determines c (the inverse-kinematics arm, E4, where the
+    posterior is that surface thickened by ``eps``), rarely meant when the observation is noisy.
 
     ``eps`` is the standard deviation of the noise the method puts on the condition output, in
     the condition's own units (a scalar, or one value per condition coordinate). For a label
@@ -229,10 +231,11 @@ class ConditionalFlow(StandardizedModel):
             )
         if latent_dim < data_dim:
             warnings.warn(
-                f"latent_dim ({latent_dim}) < data_dim ({data_dim}): every sample of p(x | c) "
-                f"lies on a {latent_dim}-dimensional surface of the {data_dim}-dimensional data "
-                f"space (padding {pad_dim}); use latent_dim >= data_dim for a posterior that can "
-                "spread in every direction",
+                f"latent_dim ({latent_dim}) < data_dim ({data_dim}): the samples for one value "
+                f"of the condition output lie on a {latent_dim}-dimensional surface of the "
+                f"{data_dim}-dimensional data space (padding {pad_dim}) and only the eps noise "
+                "spreads them across it; meant when x determines the condition, otherwise use "
+                "latent_dim >= data_dim for a posterior that can spread in every direction",
                 stacklevel=2,
             )
         eps_values = torch.as_tensor(eps, dtype=torch.float32).flatten()

@@ -24,15 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -41,17 +38,8 @@ from replicate.experiments.gmm.settings import INN_PREFIX, model_section, traini
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.inn import INN
-from replicate.runtime import (
-    TrainingDiverged,
-    atomic_path,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    use_threads,
-    write_json,
-)
-from replicate.training import FitResult, Resume, fit, make_optimizer
+from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
+from replicate.training import fit_to_files, make_optimizer
 
 __all__ = [
     "GMMModel",
@@ -141,11 +129,6 @@ def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[
     return {"model": name, "label_map": label_map, **training_settings(gmm_config, name)}
 
 
-def _config_hash(metadata: Mapping[str, Any]) -> str:
-    text = json.dumps(metadata, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def train_gmm_model(
     name: str,
     gmm_config: Mapping[str, Any],
@@ -204,56 +187,22 @@ def train_gmm_model(
         sum(p.numel() for p in model.parameters()),
     )
     model.train()
-    result = FitResult()
-    diverged, message = False, "finished"
-    try:
-        fit(
-            step,
-            optimizer,
-            gmm_config["iterations"],
-            grad_clip=opt_cfg.get("grad_clip"),
-            progress_every=progress_every,
-            segment=RESUME_EVERY,
-            segment_name="iterations block",
-            seed=seed,
-            resume=Resume(resume_path, model, metadata) if resume_path else None,
-            result=result,
-        )
-    except TrainingDiverged as exc:
-        diverged, message = True, str(exc)
-        log.error("%s: %s", name, message)
-    history = [{"iteration": i, **terms} for i, terms in enumerate(result.history)]
-    done, seconds = len(history), result.seconds
-    final = {k: v for k, v in history[-1].items() if k != "iteration"} if history else {}
-    status = {
-        "model": name,
-        "label_map": label_map,
-        "seed": seed,
-        "device": str(dev),
-        "diverged": diverged,
-        "message": message,
-        "iterations_done": done,
-        "iterations": gmm_config["iterations"],
-        "seconds": seconds,
-        "seconds_per_iteration": result.seconds_per_iteration,
-        "resumed_at_iteration": result.resumed_at,
-        "final_terms": final,
-        "config_hash": _config_hash(metadata),
-        "torch_threads": torch.get_num_threads(),
-    }
-    save_checkpoint(checkpoint_path, model.state_dict(), metadata)
-    if history_path is not None:
-        with atomic_path(history_path) as tmp:
-            pd.DataFrame(history).to_csv(tmp, index=False)
-    write_json(status_path, status)
-    log.info(
-        "%s: %s after %d iterations, %.3f s/iteration",
-        name,
-        "DIVERGED" if diverged else "done",
-        done,
-        status["seconds_per_iteration"],
+    return fit_to_files(
+        step,
+        model,
+        optimizer,
+        gmm_config["iterations"],
+        checkpoint_path=checkpoint_path,
+        status_path=status_path,
+        metadata=metadata,
+        describe={"model": name, "label_map": label_map, "seed": seed, "device": str(dev)},
+        history_path=history_path,
+        resume_path=resume_path,
+        segment=RESUME_EVERY,
+        seed=seed,
+        grad_clip=opt_cfg.get("grad_clip"),
+        progress_every=progress_every,
     )
-    return status
 
 
 class GMMModel:

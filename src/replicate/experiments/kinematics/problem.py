@@ -124,9 +124,11 @@ def rejection_sample(
                 "max_draws, or choose observations from the prior predictive"
             )
         x = prior(batch_size, generator)
-        distance = torch.cdist(observations, simulator(x))  # (N_obs, batch)
-        for i in (counts < n_accept).nonzero().flatten().tolist():
-            hits = (distance[i] <= tolerance).nonzero().flatten()[: n_accept - int(counts[i])]
+        # Only the observations still short: the rare ones run long after the rest are done.
+        short = (counts < n_accept).nonzero().flatten()
+        distance = torch.cdist(observations[short], simulator(x))  # (N_short, batch)
+        for row, i in enumerate(short.tolist()):
+            hits = (distance[row] <= tolerance).nonzero().flatten()[: n_accept - int(counts[i])]
             if len(hits):
                 kept[i].append(x[hits])
                 counts[i] += len(hits)

@@ -1,0 +1,234 @@
+"""Training the models of the inverse-kinematics experiment (E4) on fresh simulator draws.
+
+Three kinds share one network, batch, iteration budget and stream of training pairs:
+
+- ours (:class:`~replicate.models.conditional_flow.ConditionalFlow`): [x (4)] <-> [z (2), y (2)],
+  no padding, trained by its one NLL; ``eps`` (in y's units) sets how sharply it conditions on y;
+- the INN (:class:`~replicate.models.inn.INN`) on the same layout, with its four losses,
+  weights, ramp, optimiser and gradient clamp as in its authors' toy code;
+- the cINN (:class:`~replicate.models.cinn.ConditionalINN`): x <-> z (4), y into every subnet.
+
+Every model standardises x and y inside itself (fitted on prior draws before training, saved with
+the weights). Iteration ``i`` draws its batch from the prior with a generator seeded by
+``(seed, i)`` and simulates its observations: no fixed training set, so no over-fitting, and a
+resumed run sees the pairs an uninterrupted one would.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "init_scale": None,
+    ...        "permutations": "per_block"}
+    >>> adam = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+    ...         "grad_clip": None}
+    >>> settings = {"training": {"iterations": 3, "batch_size": 32, "standardization_draws": 256,
+    ...                          "checkpoint_every": 2},
+    ...             "network": net, "ours": {"eps": 0.03, "optimizer": adam}}
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> status = train_kinematics_model("ours_eps0.03", settings, 0, "cpu", d / "m.safetensors",
+    ...                                 d / "m.json", progress_every=0)
+    >>> status["diverged"], status["iterations_done"]
+    (False, 3)
+    >>> model = load_kinematics_model("ours_eps0.03", d / "m.safetensors", settings)
+    >>> model.sample(torch.zeros(2, 2), n=5).shape
+    torch.Size([2, 5, 4])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from replicate.experiments.kinematics.problem import forward, sample_prior
+from replicate.experiments.kinematics.settings import model_kind, ours_eps
+from replicate.models.cinn import ConditionalINN
+from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.inn import INN
+from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
+from replicate.training import fit_to_files, make_optimizer
+
+__all__ = [
+    "DATA_DIM",
+    "OBSERVATION_DIM",
+    "build_model",
+    "load_kinematics_model",
+    "simulated_batch",
+    "train_kinematics_model",
+]
+
+log = logging.getLogger("replicate")
+
+DATA_DIM, OBSERVATION_DIM = 4, 2
+# Offsets of the generators a run draws from besides its batches (one stream per purpose).
+_STANDARDIZATION_STREAM = 7_919
+
+
+def simulated_batch(n: int, seed: int, index: int) -> tuple[Tensor, Tensor]:
+    """``n`` fresh training pairs (x, y = f(x)) in float64, drawn from a generator seeded by
+    ``(seed, index)`` alone.
+
+    Example:
+        >>> a, b = simulated_batch(4, 0, 3), simulated_batch(4, 0, 3)
+        >>> bool((a[0] == b[0]).all()), tuple(a[1].shape)
+        (True, (4, 2))
+    """
+    x = sample_prior(n, torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index)))
+    return x, forward(x)
+
+
+def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
+    """A freshly initialised model ``name`` (weights and permutations from ``seed``), its
+    standardisation not yet fitted. The global random state is left as it was.
+
+    Example:
+        >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0}
+        >>> build_model("cinn", {"network": net, "cinn": {}}, seed=0).network.dim
+        4
+    """
+    kind = model_kind(name)
+    net = settings["network"]
+    network = {
+        "n_blocks": net["n_blocks"],
+        "hidden": net["hidden"],
+        "subnet_layers": net["subnet_layers"],
+        "clamp": net["clamp"],
+        "init_scale": net.get("init_scale"),
+        # per_block: block k's permutation is PermuteRandom(seed=k)'s, the same for every seed.
+        "permutation_seed": None if net.get("permutations") == "per_block" else seed,
+    }
+    latent_dim = DATA_DIM - OBSERVATION_DIM
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "cinn":
+            return ConditionalINN(DATA_DIM, OBSERVATION_DIM, **network)
+        cfg = settings[kind]
+        if kind == "ours":
+            with warnings.catch_warnings():
+                # latent_dim 2 < data_dim 4 on purpose: y = f(x) is a function of x, so the
+                # posterior is a 2-d surface, thickened by eps (ConditionalFlow's warning).
+                warnings.simplefilter("ignore", UserWarning)
+                return ConditionalFlow(
+                    DATA_DIM,
+                    OBSERVATION_DIM,
+                    latent_dim,
+                    eps=ours_eps(name),
+                    sigma=0.0,  # no padding to put noise on
+                    **network,
+                )
+        return INN(
+            DATA_DIM,
+            OBSERVATION_DIM,
+            latent_dim,
+            y_noise=cfg["y_noise"],
+            sample_y_noise=cfg["sample_y_noise"],
+            pad_noise=0.0,  # no padding
+            weights=cfg["weights"],
+            mmd_widths=cfg["mmd_widths"],
+            ramp_start=cfg["ramp"]["start"],
+            ramp_epochs=cfg["ramp"]["epochs"],
+            iterations_per_epoch=cfg["ramp"]["iterations_per_epoch"],
+            **network,
+        )
+
+
+def _loss_terms(model: nn.Module, x: Tensor, y: Tensor, iteration: int) -> dict[str, Tensor]:
+    if isinstance(model, INN):
+        return model.losses(x, y, iteration)
+    return {"loss": model.nll(x, y).mean()}
+
+
+def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
+    return {"experiment": "kinematics", "model": name, **settings}
+
+
+def train_kinematics_model(
+    name: str,
+    settings: Mapping[str, Any],
+    seed: int,
+    device: str | torch.device,
+    checkpoint_path: str | os.PathLike,
+    status_path: str | os.PathLike,
+    *,
+    history_path: str | os.PathLike | None = None,
+    resume_path: str | os.PathLike | None = None,
+    threads: int | None = None,
+    progress_every: int = 100,
+) -> dict[str, Any]:
+    """Train model ``name`` under ``settings`` (:func:`~.settings.training_settings`) with
+    ``seed``; write the checkpoint, the status JSON (returned) and the loss history.
+
+    Same seed, same weights on the CPU, also across a kill and resume from ``resume_path``
+    (saved every ``training.checkpoint_every`` iterations). A diverged run is reported in the
+    status (``diverged: true``), its last finite weights saved (see
+    :func:`replicate.training.fit_to_files`).
+    """
+    use_threads(threads)
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    kind, training = model_kind(name), settings["training"]
+    seed_everything(seed)
+    model = build_model(name, settings, seed)
+    n_fit = training["standardization_draws"]
+    x_fit, y_fit = simulated_batch(n_fit, seed, -_STANDARDIZATION_STREAM)
+    model.fit_standardization(x_fit.float(), y_fit.float())
+    model = model.to(dev)
+    opt_cfg = settings[kind]["optimizer"]
+    optimizer = make_optimizer(model.parameters(), **opt_cfg)
+    batch_size = training["batch_size"]
+
+    def step(i: int) -> dict[str, Tensor]:
+        x, y = simulated_batch(batch_size, seed, i)
+        return _loss_terms(model, x.float().to(dev), y.float().to(dev), i)
+
+    log.info(
+        "training %s, seed %d, device %s, %d iterations at batch %d of fresh simulator draws, "
+        "%d parameters (%s: %s)",
+        name,
+        seed,
+        dev,
+        training["iterations"],
+        batch_size,
+        sum(p.numel() for p in model.parameters()),
+        type(model).__name__,
+        model.extra_repr() or f"x (4) <-> z, {settings['network']['n_blocks']} blocks",
+    )
+    model.train()
+    return fit_to_files(
+        step,
+        model,
+        optimizer,
+        training["iterations"],
+        checkpoint_path=checkpoint_path,
+        status_path=status_path,
+        metadata=_metadata(name, settings),
+        describe={"model": name, "seed": seed, "device": str(dev)},
+        history_path=history_path,
+        resume_path=resume_path,
+        segment=training["checkpoint_every"],
+        seed=seed,
+        grad_clip=opt_cfg.get("grad_clip"),
+        progress_every=progress_every,
+    )
+
+
+def load_kinematics_model(
+    name: str,
+    checkpoint_path: str | os.PathLike,
+    settings: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load a checkpoint written by :func:`train_kinematics_model`, in eval mode.
+
+    Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    """
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, settings), dev)
+    module = build_model(name, settings, seed=0).to(dev)
+    # The permutations and standardisations are buffers: the stored ones replace seed 0's.
+    module.load_state_dict(tensors)
+    return module.eval()

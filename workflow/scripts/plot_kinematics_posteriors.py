@@ -1,0 +1,16 @@
+"""E4 figure: arms and end points from every model's posterior beside the reference (rule
+plot_kinematics_posteriors)."""
+
+from replicate.experiments.kinematics.figures import plot_posteriors
+from replicate.runtime import run_stage
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
+run_stage(
+    snakemake,
+    plot_posteriors,
+    snakemake.params.models,
+    snakemake.input.samples,
+    snakemake.input.reference,
+    snakemake.params.observations,
+    snakemake.output.png,
+)
