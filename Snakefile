@@ -1,5 +1,6 @@
 # Replication of Xiao, Yan & Amit (2019), "A Method to Model Conditional Distributions with
-# Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/.
+# Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/,
+# and the inverse-kinematics experiment (E4) beyond the paper.
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -20,6 +21,7 @@ include: "workflow/rules/gmm.smk"
 include: "workflow/rules/gmm_eval.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/latent_eval.smk"
+include: "workflow/rules/kinematics.smk"
 
 
 rule all:
@@ -30,3 +32,4 @@ rule all:
         GMM_EVAL_TARGETS,
         LATENT_TARGETS,
         LATENT_EVAL_TARGETS,
+        KINEMATICS_TARGETS,

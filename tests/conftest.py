@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = REPO / "config" / "smoke.yaml"
 
 # Every artefact the paper shows (and our companion tables), as the smoke configuration writes them
-# (it runs one label map: Figure 5.1 on `some`, fig5_1_gmm_some.png, comes from the other configs).
+# (it runs one label map and one network: fig5_1_gmm_some.png and training_gmm_paper_*.png come
+# from the other configurations).
 PAPER_FIGURES = [
     "results/figures/fig5_1_gmm.png",
     "results/figures/fig5_2_inn_variants.png",
@@ -29,8 +30,10 @@ PAPER_FIGURES = [
     "results/figures/fig5_4_style_fashion_mnist.png",
     # Training curves (not in the paper), from the runs' recorded histories.
     "results/figures/training_gmm_reference_all.png",
-    "results/figures/training_gmm_paper_all.png",
     "results/figures/training_latent_mnist.png",
+    # E4, beyond the paper: the inverse-kinematics benchmark.
+    "results/figures/kinematics_posteriors.png",
+    "results/figures/kinematics_eps.png",
 ]
 # tests/test_slurm.py runs the whole smoke DAG a second time, from nothing, through SLURM, wherever
 # it can start its test cluster (as root), and compares every file with the local run's.
@@ -40,6 +43,7 @@ PAPER_TABLES = [
     "results/tables/gmm_metrics.csv",
     "results/tables/latent_metrics.csv",
     "results/tables/training_speed.csv",
+    "results/tables/kinematics_metrics.csv",
 ]
 
 

@@ -134,7 +134,16 @@ def test_relations_between_keys_are_checked_once_every_key_is_well_formed() -> N
     [
         (
             _set("gmm.figure_network", "wide"),
-            "gmm.figure_network 'wide' is not one of gmm.networks ['paper', 'reference']",
+            "gmm.figure_network 'wide' is not one of gmm.run_networks ['reference', 'paper']",
+        ),
+        (
+            _set("gmm.run_networks", ["reference", "wide"]),
+            "gmm.run_networks ['wide'] are not in gmm.networks ['paper', 'reference']",
+        ),
+        (
+            _set("kinematics.figure_observations", [0, 100]),
+            "kinematics.figure_observations [100] must be indices below "
+            "kinematics.n_observations (100)",
         ),
         (
             _set("gmm.networks.reference.total_dim", 9),

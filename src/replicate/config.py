@@ -150,10 +150,12 @@ def _check_gmm(gmm: Mapping[str, Any]) -> None:
     if n_train is not None and batch is not None and batch > n_train:
         raise ConfigError(f"gmm.batch_size ({batch}) must be <= gmm.n_train ({n_train})")
     networks, shown = gmm.get("networks", {}), gmm.get("figure_network")
-    if networks and shown is not None and shown not in networks:
-        raise ConfigError(
-            f"gmm.figure_network '{shown}' is not one of gmm.networks {sorted(networks)}"
-        )
+    run = gmm.get("run_networks", list(networks))
+    unknown = [name for name in run if networks and name not in networks]
+    if unknown:
+        raise ConfigError(f"gmm.run_networks {unknown} are not in gmm.networks {sorted(networks)}")
+    if networks and shown is not None and shown not in run:
+        raise ConfigError(f"gmm.figure_network '{shown}' is not one of gmm.run_networks {run}")
     # x (2) and the one-hot label (8) must fit: the INN needs z + y <= width, ours z >= 1.
     inn_latent = gmm.get("inn", {}).get("latent_dim", 1)
     for name, network in networks.items():

@@ -267,8 +267,8 @@ rule benchmark_gmm_speed:
     params:
         # Only what a training step depends on, so evaluation keys do not rerun the benchmark.
         gmm_config={
-            k: config["gmm"][k]
-            for k in ("batch_size", "networks", "ours", "inn", "cinn")
+            **{k: config["gmm"][k] for k in ("batch_size", "ours", "inn", "cinn")},
+            "networks": {n: config["gmm"]["networks"][n] for n in GMM_NETWORKS},
         },
         models=GMM_MODELS,
         iterations=config["gmm"]["benchmark_iterations"],

@@ -4,13 +4,16 @@
 # coverage), the table and two figures. A diverged run still writes its outputs (NaN scores).
 import re
 
-from replicate.experiments.kinematics.settings import model_names, training_settings
+# Imported as a module: every rule file shares one namespace, and gmm.smk has its own
+# model_names and training_settings.
+from replicate.experiments.kinematics import settings as kinematics_settings
 
 KIN = config["kinematics"]
-KIN_MODELS = model_names(KIN)
+KIN_MODELS = kinematics_settings.model_names(KIN)
 KIN_EVAL_KEYS = {k: KIN[k] for k in ("n_posterior_samples", "c2st_observations")}
 KIN_REFERENCE_KEYS = {
-    k: KIN[k] for k in ("n_observations", "observation_seed", "n_posterior_samples", "reference")
+    k: KIN[k]
+    for k in ("n_observations", "observation_seed", "n_posterior_samples", "reference")
 }
 KIN_SCORES = "results/kinematics/scores/{model}_seed{seed}.json"
 KIN_SAMPLES = "results/kinematics/samples/{model}_seed{seed}.npz"
@@ -64,7 +67,9 @@ rule train_kinematics:
         mem_mb=4000,
     params:
         # Only the settings this model trains under, so evaluation keys do not retrain it.
-        settings=lambda wildcards: training_settings(KIN, wildcards.model),
+        settings=lambda wildcards: kinematics_settings.training_settings(
+            KIN, wildcards.model
+        ),
         device=config["device"],
         # Saved every training.checkpoint_every iterations; deleted when training finishes.
         resume="results/kinematics/checkpoints/{model}_seed{seed}_last.safetensors",
@@ -93,7 +98,9 @@ rule evaluate_kinematics:
         runtime=30,
         mem_mb=4000,
     params:
-        settings=lambda wildcards: training_settings(KIN, wildcards.model),
+        settings=lambda wildcards: kinematics_settings.training_settings(
+            KIN, wildcards.model
+        ),
         eval_settings=KIN_EVAL_KEYS,
     script:
         "../scripts/evaluate_kinematics.py"

@@ -44,13 +44,22 @@ def model_names(gmm_config: Mapping[str, Any]) -> list[str]:
 
 
 def network_names(gmm_config: Mapping[str, Any]) -> list[str]:
-    """The networks under ``gmm.networks``, in configured order; every model trains on each.
+    """The networks the pipeline trains every model on: ``gmm.run_networks`` (names of
+    ``gmm.networks``, in that order), or every one of ``gmm.networks`` where it is absent.
 
     Example:
         >>> network_names({"networks": {"reference": {}, "paper": {}}})
         ['reference', 'paper']
+        >>> network_names({"networks": {"reference": {}, "paper": {}}, "run_networks": ["paper"]})
+        ['paper']
     """
-    return list(gmm_config["networks"])
+    names = list(gmm_config.get("run_networks", gmm_config["networks"]))
+    unknown = [n for n in names if n not in gmm_config["networks"]]
+    if unknown:
+        raise ValueError(
+            f"gmm.run_networks {unknown} are not in gmm.networks {list(gmm_config['networks'])}"
+        )
+    return names
 
 
 def model_section(name: str) -> str:
