@@ -324,3 +324,26 @@ def test_evaluation_and_table_mean_and_std_by_hand(tmp_path: Path, reference_fil
             [3],
             tmp_path / "bad.png",
         )
+
+
+def test_a_diverged_run_is_scored_as_nan_and_counted(tmp_path: Path, reference_files) -> None:
+    folder, kin, _ = reference_files
+    status = {"diverged": True, "seconds_per_iteration": 0.1, "iterations_done": 3, "seconds": 1.0}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    out = evaluate_kinematics_model(
+        "cinn",
+        training_settings(kin, "cinn"),
+        0,
+        tmp_path / "never_written.safetensors",
+        tmp_path / "status.json",
+        folder / "reference.npz",
+        kin,
+        tmp_path / "samples.npz",
+        tmp_path / "scores.json",
+    )
+    assert out["diverged"] and np.isnan(out["mmd"]) and np.isnan(out["coverage_90"])
+    assert torch.isnan(read_samples(tmp_path / "samples.npz")[1]).all()
+    table = metrics_table(
+        [tmp_path / "scores.json"], ["cinn"], tmp_path / "t.csv", tmp_path / "t.md"
+    )
+    assert table.loc[0, "n_diverged"] == 1 and np.isnan(table.loc[0, "mmd_mean"])
