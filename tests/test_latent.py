@@ -222,10 +222,15 @@ def test_table1_on_a_hand_made_case(tmp_path: Path) -> None:
     assert rows.loc["mnist", "paper_accuracy"] == 0.984
     assert rows.loc["fashion_mnist", "paper_accuracy"] == 0.901
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), frame)
-    assert "| mnist" in (tmp_path / "t.md").read_text()
-    # One seed: the std is undefined (NaN), as in every table (replicate.metrics.summarise).
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| mnist" in markdown and "0.9800 ± 0.0141" in markdown
+    # One seed: the std is undefined (NaN), as in every table (replicate.metrics.summarise), and
+    # the Markdown shows the accuracy alone.
     one = table1({"mnist": [0.5]})
     assert one.accuracy_mean.tolist() == [0.5] and math.isnan(one.accuracy_std.iloc[0])
+    table1_stage(paths[:1], tmp_path / "one.csv", tmp_path / "one.md")
+    one_md = (tmp_path / "one.md").read_text()
+    assert "0.9700" in one_md and "nan" not in one_md.lower()
 
 
 def test_config_checks_name_the_latent_key() -> None:
