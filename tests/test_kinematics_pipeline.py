@@ -254,7 +254,14 @@ def test_scores_of_reference_draws_are_at_the_floor_and_a_shift_is_not() -> None
     assert max(same["resimulation_error"]) <= 0.05**2
     assert min(worse["resimulation_error"]) > 0.05**2
     assert np.mean(same["coverage"]) == pytest.approx(0.9, abs=0.05)
-    with pytest.raises(ValueError, match="NaN or inf"):
+    # A sample that overflowed is left out and counted; an observation left with none is refused.
+    broken = draws[:, :200].clone()
+    broken[1, :5, 2] = float("inf")
+    scores = posterior_scores(broken, draws[:, 200:], y, c2st_observations=0)
+    assert scores["non_finite"] == [0, 5, 0]
+    want = posterior_mmd(draws[1, 5:200], draws[1, 200:])
+    assert scores["mmd"][1] == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"observations \[0, 1, 2\] have fewer than 2 finite"):
         posterior_scores(draws[:, :200] * np.nan, draws[:, 200:], y, c2st_observations=0)
 
 

@@ -75,13 +75,21 @@ METRICS: tuple[tuple[str, str, int], ...] = (
     ("resimulation_error", "re-simulation error (x 1e4)", 2),
     ("resimulation_error_median", "median re-simulation error (x 1e4)", 2),
     ("coverage_90", "90% interval coverage", 3),
+    ("non_finite_share", "non-finite samples", 4),
     ("seconds_per_iteration", "s / iteration", 4),
     ("train_seconds", "training s", 0),
 )
 # Display scales of the small numbers (the CSV keeps raw values).
 _DISPLAY_SCALE = {"mmd": 1e3, "resimulation_error": 1e4, "resimulation_error_median": 1e4}
 # The columns that score samples (the rest time the training).
-SCORES = ("mmd", "c2st", "resimulation_error", "resimulation_error_median", "coverage_90")
+SCORES = (
+    "mmd",
+    "c2st",
+    "resimulation_error",
+    "resimulation_error_median",
+    "coverage_90",
+    "non_finite_share",
+)
 REFERENCE_MODEL = "rejection"
 COVERAGE_LEVEL = 0.9
 
@@ -250,25 +258,33 @@ def posterior_scores(
         raise ValueError(
             f"samples must be (N, S, 4) for N = {len(observations)}, got {tuple(samples.shape)}"
         )
-    if not bool(torch.isfinite(samples).all()):
-        bad = (~torch.isfinite(samples)).any(dim=2).any(dim=1).nonzero().flatten().tolist()
-        raise ValueError(f"samples of observations {bad[:10]} contain NaN or inf")
+    # A sample whose inverse overflowed (NaN/inf) is left out of the scores and counted.
+    finite = torch.isfinite(samples).all(dim=2)
+    kept = [s[f] for s, f in zip(samples, finite, strict=True)]
+    short = [i for i, k in enumerate(kept) if len(k) < 2]
+    if short:
+        raise ValueError(
+            f"observations {short[:10]} have fewer than 2 finite samples (NaN or inf): the "
+            "model's inverse diverged there; nothing to score"
+        )
     n_c2st = min(c2st_observations, len(observations))
     return {
-        "mmd": [posterior_mmd(s, r) for s, r in zip(samples, reference, strict=True)],
-        "c2st": [c2st(samples[i], reference[i], seed=seed) for i in range(n_c2st)],
+        "mmd": [posterior_mmd(s, r) for s, r in zip(kept, reference, strict=True)],
+        "c2st": [c2st(kept[i], reference[i], seed=seed) for i in range(n_c2st)],
         "resimulation_error": [
-            resimulation_error(s, y) for s, y in zip(samples, observations, strict=True)
+            resimulation_error(s, y) for s, y in zip(kept, observations, strict=True)
         ],
         "coverage": [
             central_interval_coverage(s, r, COVERAGE_LEVEL).tolist()
-            for s, r in zip(samples, reference, strict=True)
+            for s, r in zip(kept, reference, strict=True)
         ],
+        "non_finite": (~finite).sum(dim=1).tolist(),
     }
 
 
-def _summary(scores: Mapping[str, Any]) -> dict[str, float]:
-    """The table's numbers of one run: each score averaged over observations."""
+def _summary(scores: Mapping[str, Any], n_samples: int) -> dict[str, float]:
+    """The table's numbers of one run: each score averaged over observations, and the share of
+    the ``n_samples`` samples per observation that were not finite."""
     return {
         "mmd": float(np.mean(scores["mmd"])),
         "c2st": float(np.mean(scores["c2st"])) if scores["c2st"] else float("nan"),
@@ -277,6 +293,8 @@ def _summary(scores: Mapping[str, Any]) -> dict[str, float]:
         # the few observations whose samples explode, which the mean reports.
         "resimulation_error_median": float(np.median(scores["resimulation_error"])),
         "coverage_90": float(np.mean(scores["coverage"])),
+        "non_finite_share": float(np.sum(scores["non_finite"]))
+        / (len(scores["non_finite"]) * n_samples),
     }
 
 
@@ -329,9 +347,17 @@ def evaluate_kinematics_model(
         c2st_observations=eval_config["c2st_observations"],
         seed=seed,
     )
-    out |= _summary(scores) | {"per_observation": scores, "mmd_widths": list(MMD_WIDTHS)}
+    summary = _summary(scores, n_samples)
+    out |= summary | {"per_observation": scores, "mmd_widths": list(MMD_WIDTHS)}
     write_json(scores_path, out)
-    log.info("%s seed %d: %s", name, seed, {k: out[k] for k in _summary(scores)})
+    log.info("%s seed %d: %s", name, seed, summary)
+    if summary["non_finite_share"] > 0:
+        log.warning(
+            "%s seed %d: %.2g of the samples are NaN or inf (left out of the scores)",
+            name,
+            seed,
+            summary["non_finite_share"],
+        )
     return out
 
 
@@ -353,7 +379,9 @@ def evaluate_reference_floor(
         reference.observations,
         c2st_observations=eval_config["c2st_observations"],
     )
-    out = {"model": REFERENCE_MODEL, "seed": None, "diverged": False, **_summary(scores)}
+    n_held_out = reference.held_out.shape[1]
+    out = {"model": REFERENCE_MODEL, "seed": None, "diverged": False}
+    out |= _summary(scores, n_held_out)
     out |= {"per_observation": scores, "mmd_widths": list(MMD_WIDTHS)}
     write_json(scores_path, out)
     return out
