@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ __all__ = [
     "AffineCouplingBlock",
     "InvertibleNetwork",
     "mlp",
+    "network_kwargs",
     "soft_clamp",
     "standard_normal_log_prob",
 ]
@@ -41,6 +44,29 @@ def soft_clamp(s: Tensor, clamp: float) -> Tensor:
         True
     """
     return clamp * _ATAN_SCALE * torch.atan(s)
+
+
+def network_kwargs(network: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The network arguments every model takes, from a config's network section (``n_blocks``,
+    ``hidden``, ``subnet_layers``, ``clamp``, optional ``init_scale`` and ``permutations``).
+
+    ``permutations: per_block`` gives block k the permutation of FrEIA's ``PermuteRandom(seed=k)``,
+    the same for every run (the INN authors' toy code); otherwise they are drawn from ``seed``.
+
+    Example:
+        >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0,
+        ...        "permutations": "per_block"}
+        >>> network_kwargs(net, seed=3)["permutation_seed"] is None
+        True
+    """
+    return {
+        "n_blocks": network["n_blocks"],
+        "hidden": network["hidden"],
+        "subnet_layers": network["subnet_layers"],
+        "clamp": network["clamp"],
+        "init_scale": network.get("init_scale"),
+        "permutation_seed": None if network.get("permutations") == "per_block" else seed,
+    }
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int, layers: int = 3) -> nn.Sequential:

@@ -37,6 +37,7 @@ from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
@@ -71,15 +72,7 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
     net = dict(gmm_config["network"])
     # The width of the padded models' network; None: the paper's z + y (no output padding).
     total_dim = net.get("total_dim")
-    network = {
-        "n_blocks": net["n_blocks"],
-        "hidden": net["hidden"],
-        "subnet_layers": net["subnet_layers"],
-        "clamp": net["clamp"],
-        "init_scale": net.get("init_scale"),
-        # per_block: block k's permutation is PermuteRandom(seed=k)'s, the same for every seed.
-        "permutation_seed": None if net.get("permutations") == "per_block" else seed,
-    }
+    network = network_kwargs(net, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if section == "ours":

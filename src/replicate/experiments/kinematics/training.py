@@ -48,6 +48,7 @@ from replicate.experiments.kinematics.problem import forward, sample_prior
 from replicate.experiments.kinematics.settings import model_kind, ours_eps
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
@@ -92,15 +93,7 @@ def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
     """
     kind = model_kind(name)
     net = settings["network"]
-    network = {
-        "n_blocks": net["n_blocks"],
-        "hidden": net["hidden"],
-        "subnet_layers": net["subnet_layers"],
-        "clamp": net["clamp"],
-        "init_scale": net.get("init_scale"),
-        # per_block: block k's permutation is PermuteRandom(seed=k)'s, the same for every seed.
-        "permutation_seed": None if net.get("permutations") == "per_block" else seed,
-    }
+    network = network_kwargs(net, seed)
     latent_dim = DATA_DIM - OBSERVATION_DIM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
