@@ -34,8 +34,6 @@ rule kinematics_reference:
         summary="results/kinematics/reference.json",
     log:
         "results/logs/kinematics/reference.log",
-    benchmark:
-        "results/benchmarks/kinematics/reference.tsv"
     conda:
         "../../envs/replicate.yaml"
     threads: 1
@@ -87,8 +85,6 @@ rule evaluate_kinematics:
         scores=KIN_SCORES,
     log:
         "results/logs/kinematics/evaluate_{model}_seed{seed}.log",
-    benchmark:
-        "results/benchmarks/kinematics/evaluate_{model}_seed{seed}.tsv"
     wildcard_constraints:
         model="|".join(map(re.escape, KIN_MODELS)),
     conda:
