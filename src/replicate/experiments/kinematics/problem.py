@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,11 @@ __all__ = [
     "sample_prior",
 ]
 
+log = logging.getLogger("replicate")
+
 PRIOR_STD = (0.25, 0.5, 0.5, 0.5)
+# Batches of prior draws between two progress lines of the rejection sampler.
+_PROGRESS_EVERY = 250
 LENGTHS = (0.5, 0.5, 1.0)
 
 
@@ -134,6 +139,9 @@ def rejection_sample(
                 counts[i] += len(hits)
             n_drawn[i] = drawn + (int(hits[-1]) + 1 if counts[i] == n_accept else batch_size)
         drawn += batch_size
+        if (drawn // batch_size) % _PROGRESS_EVERY == 0:
+            short = int((counts < n_accept).sum())
+            log.info("rejection sampling: %d prior draws, %d observations short", drawn, short)
     samples = torch.stack([torch.cat(k)[:n_accept] for k in kept])
     max_distance = torch.stack(
         [
