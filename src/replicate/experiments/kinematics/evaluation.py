@@ -18,7 +18,7 @@ Example:
     >>> ref = rejection_sample(y, 60, 0.05, g, batch_size=20_000).samples
     >>> scores = posterior_scores(ref[:, :30], ref[:, 30:], y, c2st_observations=0)
     >>> sorted(scores), len(scores["mmd"])
-    (['c2st', 'coverage', 'mmd', 'resimulation_error'], 2)
+    (['c2st', 'coverage', 'mmd', 'non_finite', 'resimulation_error'], 2)
 """
 
 from __future__ import annotations
