@@ -1,9 +1,10 @@
-"""The SLURM profile on a real SLURM: a single-node cluster on localhost (.ci/slurm/cluster.sh) runs
-the whole smoke DAG from nothing through `--workflow-profile profiles/slurm`, every job as a SLURM
-job of its own (~95 jobs, ~8 minutes on this 2-core machine). Every rule must have run as a SLURM
-job, none outside it, and every file must equal that of the local smoke run (tests/conftest.py).
-One training job is then rerun with the profile's GPU switch on: SLURM must schedule it on the
-(fake) GPU and the job must see it.
+"""The SLURM profile on a real SLURM: a single-node cluster on localhost (.ci/slurm/cluster.sh)
+redoes one job of every rule of the local smoke run (tests/conftest.py), in a copy of it, through
+`--workflow-profile profiles/slurm`, each as a SLURM job of its own (~30 jobs, ~2 minutes on this
+2-core machine; the whole DAG is ~95). Every rule that is not declared local must have run as a
+SLURM job, none outside it, and every file they wrote must equal the local run's. One training job
+is then rerun with the profile's GPU switch on: SLURM must schedule it on the (fake) GPU and the
+job must see it.
 
 Skipped only where SLURM is neither installed nor installable (not root). Where it can be, a
 cluster that does not start is a failure, never a skip.
@@ -11,8 +12,6 @@ cluster that does not start is a failure, never a skip.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil
@@ -20,26 +19,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import yte
-from conftest import REPO, SMOKE_CONFIG
+from conftest import (
+    REPO,
+    SMOKE_CONFIG,
+    compare_outputs,
+    copy_run,
+    jobs_of_run,
+    one_job_per_rule,
+    redo_jobs,
+    result_files,
+)
 
 PROFILE = REPO / "profiles" / "slurm"
 CLUSTER = REPO / ".ci" / "slurm" / "cluster.sh"
 STATE = Path(os.environ.get("REPLICATE_SLURM_STATE", "/tmp/replicate-slurm"))
-# The whole smoke DAG: ~8 minutes on this (shared) 2-core machine.
+# A job of every rule: ~2 minutes on this (shared) 2-core machine.
 RUN_TIMEOUT_S = int(os.environ.get("REPLICATE_SLURM_TEST_TIMEOUT", "2400"))
-# Not outputs of the computation: wall-clock timings and logs differ between any two runs (the
-# speed table: every number in it is a timing or derived from one).
-SKIP_DIRS = ("results/logs", "results/benchmarks", "results/tables/training_speed.")
-# How the data were obtained (which sources were tried, how each went, how long it took) depends on
-# the network and the clock; the files' checksums next to it are compared.
-UNCOMPARED_KEYS = {"attempts"}
-TIMING = re.compile(
-    r"second|time|finished|started|elapsed|per_s|it_s|_s$|wall|speed|ms_", re.IGNORECASE
-)
 
 
 def _rules_with(directive: str | None = None) -> set[str]:
@@ -199,11 +196,24 @@ def _jobs_in_log(log: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The whole smoke DAG, from an empty directory, through the SLURM profile."""
+def slurm_run(
+    slurm_cluster: Path, smoke_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """A job of every rule that SLURM runs (the rules not declared local), redone through the
+    profile in a copy of the local smoke run. One Snakemake run for all: among these jobs, every
+    job between two of them is one of them (tests/test_workflow.py redoes the local rules too,
+    where that does not hold)."""
     workdir = tmp_path_factory.mktemp("slurm_run")
-    log, run_id = _slurm_snakemake(workdir)
-    return {"dir": workdir, "log": log, "run_id": run_id}
+    copy_run(smoke_run, workdir)
+    remote_rules = _rules_with() - _declared_local_rules()
+    jobs = [job for layer in one_job_per_rule(jobs_of_run(workdir), remote_rules) for job in layer]
+    assert {job.rule for job in jobs} == remote_rules, "a rule without a job in the smoke run"
+    logs: list[tuple[str, str]] = []
+    redone = redo_jobs(
+        workdir, [jobs], lambda targets: logs.append(_slurm_snakemake(workdir, "--", *targets))
+    )
+    ((log, run_id),) = logs
+    return {"dir": workdir, "log": log, "run_id": run_id, "jobs": jobs, "redone": redone}
 
 
 @pytest.mark.slow
@@ -217,7 +227,8 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run: dict) -> None:
     )
     missing = _rules_with() - allowed_local - set(remote)
     assert not missing, f"rules that did not run as a SLURM job: {sorted(missing)}"
-    # The whole DAG ran: every step Snakemake planned is one of the jobs above.
+    # One job per rule, each asked for by name: every step Snakemake planned is one of them.
+    assert sorted(remote + local) == sorted(job.rule for job in slurm_run["jobs"])
     steps = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", slurm_run["log"], re.MULTILINE)
     assert steps and steps[-1][0] == steps[-1][1], "the run did not finish every step"
     assert len(remote) + len(local) == int(steps[-1][1])
@@ -234,67 +245,16 @@ def test_every_rule_ran_as_a_slurm_job(slurm_run: dict) -> None:
     assert {j["id"] for j in jobs} <= logs
 
 
-def _close(a: object, b: object, where: str) -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            if not TIMING.search(str(key)) and key not in UNCOMPARED_KEYS:
-                _close(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{where}[{i}]")
-    elif isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
-        assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-5) or (
-            math.isnan(a) and math.isnan(b)
-        ), f"{where}: {a} != {b}"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
-def _result_files(run: Path) -> set[Path]:
-    """Every file a run wrote below results/, relative to the run's directory."""
-    return {p.relative_to(run) for p in (run / "results").rglob("*") if p.is_file()}
-
-
-def _compare_outputs(ours: Path, local: Path, only: list[Path] | None = None) -> int:
-    """Numbers in CSV/JSON/NPZ files agree with the local run (thread counts differ between the two
-    runs, so floating-point sums may differ in the last bits); PNG/PDF figures exist. Returns the
-    number of files compared."""
-    files = only or sorted(p for p in _result_files(local) if not str(p).startswith(SKIP_DIRS))
-    compared = 0
-    for rel in files:
-        a, b = ours / rel, local / rel
-        assert a.is_file(), f"{rel}: made by the local run, missing from the SLURM run"
-        if rel.suffix == ".csv":
-            x, y = pd.read_csv(a), pd.read_csv(b)
-            assert list(x.columns) == list(y.columns), rel
-            keep = [c for c in x.columns if not TIMING.search(str(c))]
-            x, y = x[keep], y[keep]
-            num = x.select_dtypes("number").columns
-            np.testing.assert_allclose(x[num], y[num], rtol=1e-3, atol=1e-5, err_msg=str(rel))
-            other = [c for c in keep if c not in num]
-            pd.testing.assert_frame_equal(x[other], y[other], obj=str(rel))
-        elif rel.suffix == ".json":
-            _close(json.loads(a.read_text()), json.loads(b.read_text()), str(rel))
-        elif rel.suffix == ".npz":
-            with np.load(a) as x, np.load(b) as y:
-                assert sorted(x.files) == sorted(y.files), rel
-                for key in x.files:
-                    np.testing.assert_allclose(x[key], y[key], rtol=1e-3, atol=1e-5, err_msg=key)
-        else:
-            continue  # PNG, PDF, Markdown, checkpoints: existence is checked above
-        compared += 1
-    return compared
-
-
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_outputs_equal_a_local_run(slurm_run: dict, smoke_run: Path) -> None:
-    """Every file of the local run was made through SLURM too, and CSV/JSON/NPZ files agree by
-    value; the SLURM run made nothing the local run did not (its SLURM logs aside)."""
-    assert _compare_outputs(slurm_run["dir"], smoke_run) > 0
-    made, local = _result_files(slurm_run["dir"]), _result_files(smoke_run)
+    """Every file the redone jobs wrote through SLURM agrees by value with the local run's (thread
+    counts differ between the two, so floating-point sums may differ in the last bits); the SLURM
+    jobs made nothing the local run did not (their SLURM logs aside)."""
+    redone = slurm_run["redone"]
+    assert {Path(job.outputs[0]) for job in slurm_run["jobs"]} <= set(redone)
+    assert compare_outputs(slurm_run["dir"], smoke_run, redone, rtol=1e-3, atol=1e-5) > 0
+    made, local = result_files(slurm_run["dir"]), result_files(smoke_run)
     assert made == local, (
         f"only in the SLURM run: {sorted(made - local)[:10]}; "
         f"only in the local run: {sorted(local - made)[:10]}"
@@ -321,4 +281,4 @@ def test_gpu_switch_puts_a_training_job_on_the_gpu(slurm_run: dict, smoke_run: P
     lines = [ln for ln in record.read_text().splitlines() if ln.startswith(f"job={job_id} ")]
     assert lines, f"no task of job {job_id} recorded in {record}"
     assert all(ln.endswith("CUDA_VISIBLE_DEVICES=0") for ln in lines), lines
-    assert _compare_outputs(workdir, smoke_run, only=[rel]) == 1
+    assert compare_outputs(workdir, smoke_run, [rel], rtol=1e-3, atol=1e-5) == 1

@@ -1,15 +1,26 @@
-"""The workflow end to end: the smoke DAG runs from nothing, a second run does nothing, a rerun
-elsewhere reproduces every table while another seed changes the numbers, and bad configuration
-fails before any rule runs, naming the key."""
+"""The workflow end to end: the smoke DAG runs from nothing, a second run does nothing, a job of
+every rule redone elsewhere reproduces its numbers while another seed changes them, and bad
+configuration fails before any rule runs, naming the key."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PAPER_FIGURES, PAPER_TABLES, SLURM_RERUN, snakemake
+from conftest import (
+    PAPER_FIGURES,
+    PAPER_TABLES,
+    compare_outputs,
+    copy_run,
+    jobs_of_run,
+    one_job_per_rule,
+    redo_jobs,
+    result_files,
+    snakemake,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,32 +47,26 @@ def test_second_run_has_nothing_to_do(smoke_run: Path) -> None:
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-# Every metric table, with its wall-clock columns: the only numbers a rerun may change.
-TIMING_COLUMNS = {
-    "results/tables/gmm_metrics.csv": ["seconds_per_iteration_mean", "seconds_per_iteration_std"],
-    "results/tables/table1.csv": [],
-    "results/tables/latent_metrics.csv": [],
-}
-
-
-def test_determinism_rerun_in_a_fresh_directory_gives_identical_tables(
+def test_determinism_redoing_a_job_of_each_rule_gives_identical_files(
     smoke_run: Path, tmp_path: Path
 ) -> None:
-    """Same configuration, same seeds: every metric is reproduced exactly, timings aside."""
-    if SLURM_RERUN:
-        pytest.skip(
-            "the SLURM test reruns the whole DAG from nothing and compares every file bit for bit "
-            "(tests/test_slurm.py::test_outputs_equal_a_local_run); a third run would repeat it"
-        )
-    snakemake(tmp_path, "--", *TIMING_COLUMNS)  # "--": the targets, not more --configfile
-    for table, timing in TIMING_COLUMNS.items():
-        first, second = (pd.read_csv(run / table) for run in (smoke_run, tmp_path))
-        # Dropped by name, so a renamed timing column fails here instead of comparing nothing.
-        assert set(timing) <= set(first.columns), f"{table}: no columns {timing}"
-        assert len(first) > 0 and len(first.columns) > len(timing) + 1, f"{table} is empty"
-        pd.testing.assert_frame_equal(
-            first.drop(columns=timing), second.drop(columns=timing), check_exact=True, obj=table
-        )
+    """Same inputs, same seed, same threads: a job of every rule, redone in a copy of the run,
+    writes exactly the numbers it wrote the first time (timings aside). Every job reads outputs of
+    the run, so this holds the whole DAG to its numbers one rule at a time."""
+    copy_run(smoke_run, tmp_path)
+    jobs = jobs_of_run(tmp_path)
+    layers = one_job_per_rule(jobs)
+    assert sorted(j.rule for layer in layers for j in layer) == sorted({j.rule for j in jobs})
+
+    def run(targets: list[str]) -> None:
+        out = snakemake(tmp_path, "--", *targets)  # "--": the targets, not more --configfile
+        steps = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", out.stderr, re.MULTILINE)
+        assert steps and int(steps[-1][1]) == len(targets), f"not only {targets} ran"
+
+    redone = redo_jobs(tmp_path, layers, run)
+    assert {Path(j.outputs[0]) for layer in layers for j in layer} <= set(redone)
+    assert compare_outputs(tmp_path, smoke_run, redone) > 0
+    assert result_files(tmp_path) == result_files(smoke_run)
 
 
 def test_determinism_another_seed_gives_other_numbers(smoke_run: Path) -> None:
