@@ -202,6 +202,14 @@ def redo_jobs(
     return files_written_since(workdir, started)
 
 
+def steps_done(log: str) -> int:
+    """How many jobs the Snakemake run whose log is ``log`` planned, read from its last
+    "N of N steps (100%) done" line; fails if it did not finish them all."""
+    steps = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", log, re.MULTILINE)
+    assert steps and steps[-1][0] == steps[-1][1], "the run did not finish every step"
+    return int(steps[-1][1])
+
+
 def files_written_since(run: Path, since_ns: int) -> list[Path]:
     """Files below results/ of ``run``, relative to it, written at or after ``since_ns``."""
     return sorted(

@@ -5,7 +5,6 @@ configuration fails before any rule runs, naming the key."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +19,7 @@ from conftest import (
     redo_jobs,
     result_files,
     snakemake,
+    steps_done,
 )
 
 pytestmark = pytest.mark.slow
@@ -60,8 +60,7 @@ def test_determinism_redoing_a_job_of_each_rule_gives_identical_files(
 
     def run(targets: list[str]) -> None:
         out = snakemake(tmp_path, "--", *targets)  # "--": the targets, not more --configfile
-        steps = re.findall(r"^(\d+) of (\d+) steps \(100%\) done$", out.stderr, re.MULTILINE)
-        assert steps and int(steps[-1][1]) == len(targets), f"not only {targets} ran"
+        assert steps_done(out.stderr) == len(targets), f"not only {targets} ran"
 
     redone = redo_jobs(tmp_path, layers, run)
     assert {Path(j.outputs[0]) for layer in layers for j in layer} <= set(redone)
