@@ -99,6 +99,35 @@ def test_rejection_sampler_recovers_a_closed_form_posterior() -> None:
     np.testing.assert_allclose(torch.cov(samples.T), cov, atol=0.004)
 
 
+def _serial_rejection(observations, n_accept, tolerance, seed, batch_size):
+    """The sampler's definition written as a plain loop: batch after batch from one generator,
+    each observation keeping its first n_accept draws within the tolerance."""
+    generator = torch.Generator().manual_seed(seed)
+    kept = [[] for _ in observations]
+    while any(len(k) < n_accept for k in kept):
+        x = sample_prior(batch_size, generator)
+        y = forward(x)
+        for k, obs in zip(kept, observations, strict=True):
+            close = torch.linalg.vector_norm(y - obs, dim=1) <= tolerance
+            k.extend(x[close][: n_accept - len(k)])
+    return torch.stack([torch.stack(k) for k in kept])
+
+
+def test_rejection_sampler_is_one_stream_whatever_the_thread_count() -> None:
+    observations = forward(sample_prior(6, torch.Generator().manual_seed(4)))
+    expected = _serial_rejection(observations, 30, 0.1, seed=2, batch_size=20_000)
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got = rejection_sample(
+                observations, 30, 0.1, torch.Generator().manual_seed(2), batch_size=20_000
+            )
+            assert torch.equal(got.samples, expected), f"{threads} thread(s)"
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_rejection_sampler_says_which_observations_it_could_not_serve() -> None:
     far = torch.tensor([[50.0, 50.0]], dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"observations \[0\] have fewer than 10 draws"):

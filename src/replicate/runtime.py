@@ -406,10 +406,12 @@ class ProgressLog:
         self.last = time.perf_counter()
         self.last_step = 0
 
-    def update(self, step: int, terms: Mapping[str, float]) -> None:
+    def update(self, step: int, terms: Mapping[str, float], now: float | None = None) -> None:
+        """Log ``step``'s terms if it is due; ``now``: when it ran (default: now), for the rate
+        of a line written after a block of iterations is read back from a GPU."""
         if step % self.every and step != self.total:
             return
-        now = time.perf_counter()
+        now = time.perf_counter() if now is None else now
         rate = (step - self.last_step) / max(now - self.last, 1e-9)
         self.last, self.last_step = now, step
         shown = " ".join(f"{k}={v:.4g}" for k, v in terms.items())

@@ -41,6 +41,7 @@ from replicate.runtime import (
     save_checkpoint,
     write_json,
 )
+from replicate.training_steps import StepRunner, TrainingStep
 
 __all__ = [
     "EpochBatches",
@@ -368,7 +369,7 @@ def _snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 
 def fit(
-    step: Callable[[int], Mapping[str, Tensor]],
+    step: TrainingStep | Callable[[int], Mapping[str, Tensor]],
     optimizer: torch.optim.Optimizer,
     iterations: int,
     *,
@@ -384,8 +385,14 @@ def fit(
 ) -> FitResult:
     """Run ``step`` for ``iterations`` iterations and optimise its ``"loss"``.
 
+    The iteration runs as :class:`replicate.training_steps.StepRunner` runs it: on the CPU every
+    iteration's terms are checked before its update; on a GPU the terms are read back once per
+    segment and a :class:`~replicate.training_steps.TrainingStep` is replayed as a CUDA graph (a
+    divergence then restores the weights of the segment's start, the last checked ones).
+
     Args:
-        step: called with the iteration index; returns the loss terms, ``"loss"`` being the total.
+        step: a :class:`~replicate.training_steps.TrainingStep`, or a callable given the iteration
+            index (run eagerly); either returns the loss terms, ``"loss"`` being the total.
         optimizer: steps every parameter that ``"loss"`` depends on.
         iterations: total number of iterations of the whole run.
         grad_clip: clamp each gradient element to +-grad_clip (the INN reference code's 15).
@@ -434,7 +441,7 @@ def fit(
     if result.validation:
         result.best_segment = int(np.argmin(result.validation)) + 1
     start = result.resumed_at = len(result.history)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    runner = StepRunner(step, optimizer, grad_clip)
     progress = ProgressLog(iterations, progress_every, what) if progress_every else None
     n_segments = -(-iterations // segment)
     begin = time.perf_counter()
@@ -442,18 +449,15 @@ def fit(
         for i in range(start, iterations):
             if seed is not None and i % segment == 0:
                 torch.manual_seed(segment_seed(seed, i // segment))
-            terms = step(i)
-            values = check_finite(i, terms)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(params, grad_clip)
-            optimizer.step()
-            result.history.append(values)
-            result.iterations = i + 1 - start
-            if progress is not None:
-                progress.update(i + 1, values)
+            runner.run(i)
             end_of_segment = (i + 1) % segment == 0 or i + 1 == iterations
+            if runner.mode != "eager" and not end_of_segment:
+                continue
+            for j, values, queued in runner.flush():
+                result.history.append(values)
+                result.iterations = j + 1 - start
+                if progress is not None:
+                    progress.update(j + 1, values, now=queued)
             if not end_of_segment:
                 continue
             k = -(-(i + 1) // segment)
@@ -535,8 +539,9 @@ def fit_conditional(
     resume_path: str | os.PathLike | None = None,
     progress_every: int = 0,
 ) -> FitResult:
-    """Train a conditional model (ours or the cINN: anything with ``nll(x, c, generator)``) on
-    pairs ``(x, condition)`` by its mean NLL, in epochs of shuffled mini-batches.
+    """Train a conditional model (ours or the cINN: anything with ``nll(x, c, generator)`` and
+    ``loss_terms(x, c)``) on pairs ``(x, condition)`` by its mean NLL, in epochs of shuffled
+    mini-batches.
 
     With ``validation_data`` the held-out mean NLL is evaluated after every epoch with its own
     seeded generator, training stops after ``patience`` epochs without improvement (None: runs
@@ -571,13 +576,13 @@ def fit_conditional(
             seed=seed,
         )
 
-    def step(i: int) -> dict[str, Tensor]:
+    def inputs(i: int) -> dict[str, Tensor]:
         rows = batches(i)
-        return {"loss": model.nll(x[rows], condition[rows]).mean()}
+        return {"x": x[rows], "condition": condition[rows]}
 
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     return fit(
-        step,
+        TrainingStep(inputs, model.loss_terms),
         make_optimizer(model.parameters(), lr=lr),
         epochs * batches.per_epoch,
         grad_clip=grad_clip,
@@ -601,7 +606,7 @@ def config_hash(metadata: Mapping[str, Any]) -> str:
 
 
 def fit_to_files(
-    step: Callable[[int], Mapping[str, Tensor]],
+    step: TrainingStep | Callable[[int], Mapping[str, Tensor]],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     iterations: int,

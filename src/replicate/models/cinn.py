@@ -64,8 +64,18 @@ class ConditionalINN(StandardizedModel):
         """``(z, log|det J|)`` of inputs x (B, D) and condition (B, M), the map of x included."""
         x = as_input(self, x, "x", self.data_dim)
         condition = as_input(self, condition, "condition", self.condition_dim)
+        return self._forward_checked_inputs(x, condition)
+
+    def _forward_checked_inputs(self, x: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``_forward`` of inputs already checked (the training step)."""
         z, log_det = self.network(self.x_standardization(x), self.c_standardization(condition))
         return z, log_det + self.x_standardization.log_det()
+
+    def _nll(
+        self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        z, log_det = self._forward_checked_inputs(x, condition)
+        return 0.5 * (z**2).sum(dim=1) - log_det
 
     def nll(
         self,
@@ -75,8 +85,9 @@ class ConditionalINN(StandardizedModel):
     ) -> Tensor:
         """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped). Draws no noise:
         ``generator`` is accepted so that every model's ``nll`` is called the same way."""
-        z, log_det = self._forward(x, condition)
-        return 0.5 * (z**2).sum(dim=1) - log_det
+        x = as_input(self, x, "x", self.data_dim)
+        condition = as_input(self, condition, "condition", self.condition_dim)
+        return self._nll(x, condition)
 
     def log_prob(self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray) -> Tensor:
         """Exact log p(x | c) per row, constants included."""

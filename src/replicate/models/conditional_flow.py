@@ -167,6 +167,23 @@ class StandardizedModel(nn.Module):
             self.c_standardization.fit(as_input(self, condition, "condition", self.condition_dim))
         return self
 
+    # -- training: what the shared trainer calls (replicate.training.TrainingStep) ------------
+    def schedule(self, iteration: int) -> dict[str, Tensor]:
+        """Training inputs that change with the iteration besides the batch, as tensors (so that
+        a CUDA graph of the step reads them anew on every replay): none here, the INN's ramp."""
+        return {}
+
+    def loss_terms(self, x: Tensor, condition: Tensor, **schedule: Tensor) -> dict[str, Tensor]:
+        """The training loss of one batch, ``{"loss": mean NLL}``, with no input checks (no
+        host synchronisation): the trainer checks the data set once, the public methods every
+        call."""
+        return {"loss": self._nll(x, condition).mean()}
+
+    def _nll(
+        self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
 
 class ConditionalFlow(StandardizedModel):
     """Model p(x | c) and infer c from x with one invertible network.
@@ -331,6 +348,11 @@ class ConditionalFlow(StandardizedModel):
         """
         x = as_input(self, x, "x", self.data_dim)
         condition = as_input(self, condition, "condition", self.condition_dim)
+        return self._nll(x, condition, generator)
+
+    def _nll(
+        self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
         z, c_hat, log_det = self._forward(x, noise=True, generator=generator)
         residual = (c_hat - self.c_standardization(condition)) / self._eps()
         return 0.5 * (z**2).sum(dim=1) + 0.5 * (residual**2).sum(dim=1) - log_det

@@ -209,8 +209,37 @@ class INN(StandardizedModel):
         return backward_ramp(epoch, self.ramp_epochs, self.ramp_start)
 
     # -- training -----------------------------------------------------------------------------
+    def schedule(self, iteration: int) -> dict[str, Tensor]:
+        """The iteration's ramp (history column ``ramp``) and the backward MMD's weight times it,
+        as float32 tensors: inputs of a CUDA graph of the step, read anew at every replay.
+
+        The product is formed in double precision, as ``weight * ramp * value`` with Python
+        floats did, so the CPU's numbers are those of before (bit for bit).
+        """
+        ramp = self.ramp(iteration)
+        return {
+            "ramp": torch.tensor(ramp, dtype=torch.float32),
+            "backward_weight": torch.tensor(
+                self.weights.get("x_backward", 0.0) * ramp, dtype=torch.float32
+            ),
+        }
+
     def losses(self, x: Tensor, condition: Tensor, iteration: int) -> dict[str, Tensor]:
-        """The active loss terms (unweighted), ``"ramp"``, and ``"loss"``, their weighted sum.
+        """:meth:`loss_terms` at training iteration ``iteration`` (its ramp), on the CPU.
+
+        Example:
+            >>> inn = INN(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=8)
+            >>> x, c = torch.randn(16, 2), torch.eye(3)[torch.arange(16) % 3]
+            >>> float(inn.losses(x, c, iteration=0)["ramp"])
+            0.004000000189989805
+        """
+        return self.loss_terms(x, condition, **self.schedule(iteration))
+
+    def loss_terms(
+        self, x: Tensor, condition: Tensor, ramp: Tensor, backward_weight: Tensor
+    ) -> dict[str, Tensor]:
+        """The active loss terms (unweighted), ``"ramp"``, and ``"loss"``, their weighted sum;
+        ``ramp`` and ``backward_weight`` from :meth:`schedule`.
 
         Follows the reference toy code's ``train()`` step by step, random draws included and in
         its order (input padding, output padding, label noise, prior z; then for the backward
@@ -218,7 +247,8 @@ class INN(StandardizedModel):
         reconstruction's z perturbation, prior z), so that one seeded step reproduces it:
         ``tests/test_inn_reference.py`` checks every term against that loop run on FrEIA. z and
         y outputs are detached where it detaches. Its two ``backward()`` calls add gradients, so
-        one backward pass of the weighted sum gives the same update.
+        one backward pass of the weighted sum gives the same update. No host synchronisation:
+        the step can be captured as a CUDA graph.
         """
         if x.shape[1] != self.data_dim or condition.shape != (x.shape[0], self.condition_dim):
             raise ValueError(
@@ -244,7 +274,6 @@ class INN(StandardizedModel):
             fake = torch.cat([out[:, :k], out[:, -m:].detach()], dim=1)
             real = torch.cat([z_prior, y_noisy], dim=1)
             terms["z"] = mmd_multiscale(fake, real, self.mmd_widths)
-        ramp = self.ramp(iteration)
         if {"x_backward", "x_reconstruction"} & active:
             pad_back = self._noise(x, self.pad_yz, self.pad_noise)
             y_fresh = condition + self._noise(condition, m, y_noise)
@@ -258,10 +287,10 @@ class INN(StandardizedModel):
             x_rand = self.network.inverse(self._output(z_rand, pad_back, y_fresh))
             terms["x_backward"] = mmd_multiscale(x_rand[:, : self.data_dim], x, self.mmd_widths)
         total = sum(
-            self.weights[name] * (ramp if name == "x_backward" else 1.0) * value
+            (backward_weight if name == "x_backward" else self.weights[name]) * value
             for name, value in terms.items()
         )
-        return {"loss": total, **terms, "ramp": torch.tensor(ramp)}
+        return {"loss": total, **terms, "ramp": ramp}
 
     # -- use ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,10 +39,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.runtime import atomic_path, resolve_device, use_threads
+from replicate.training_steps import StepRunner, TrainingStep
 
 __all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]
 
 log = logging.getLogger("replicate")
+
+# Iterations between read-backs of the loss terms, as a training segment would (on a GPU each one
+# waits for the queued work).
+READ_BACK_EVERY = 50
 
 
 def _synchronize(device: torch.device) -> None:
@@ -91,7 +97,6 @@ def training_step(
     """
     from replicate.experiments.gmm.settings import model_section
     from replicate.experiments.gmm.training import build_model
-    from replicate.models.inn import INN
     from replicate.training import make_optimizer
 
     gm = GaussianMixture("all")
@@ -100,18 +105,18 @@ def training_step(
     model = build_model(name, gmm_config, "all", seed).to(device).train()
     opt_cfg = dict(gmm_config[model_section(name)]["optimizer"])
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
-    clip = opt_cfg.get("grad_clip")
-    params = list(model.parameters())
+    # The training step of replicate.experiments.gmm.training, run as training runs it (on a GPU:
+    # a CUDA graph, terms read back in blocks).
+    runner = StepRunner(
+        TrainingStep(model.schedule, lambda **s: model.loss_terms(x, c, **s)),
+        optimizer,
+        opt_cfg.get("grad_clip"),
+    )
 
     def step(i: int) -> None:
-        # The training step of replicate.experiments.gmm.training: the INN's weighted losses, else
-        # the NLL.
-        loss = model.losses(x, c, i)["loss"] if isinstance(model, INN) else model.nll(x, c).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_value_(params, clip)
-        optimizer.step()
+        runner.run(i)
+        if i % READ_BACK_EVERY == 0:
+            deque(runner.flush(), maxlen=0)
 
     return step
 

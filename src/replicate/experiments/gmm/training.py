@@ -36,11 +36,12 @@ from torch import Tensor, nn
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
 from replicate.models.cinn import ConditionalINN
-from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.conditional_flow import ConditionalFlow, as_input
 from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
+from replicate.training_steps import TrainingStep
 
 __all__ = [
     "GMMModel",
@@ -111,12 +112,6 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
         )
 
 
-def _loss_terms(model: nn.Module, x: Tensor, c: Tensor, iteration: int) -> dict[str, Tensor]:
-    if isinstance(model, INN):
-        return model.losses(x, c, iteration)
-    return {"loss": model.nll(x, c).mean()}
-
-
 def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[str, Any]:
     """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
     return {"model": name, "label_map": label_map, **training_settings(gmm_config, name)}
@@ -157,16 +152,20 @@ def train_gmm_model(
     seed_everything(seed)
     gm = GaussianMixture(label_map)
     x_train, labels = gm.sample(gmm_config["n_train"], torch.Generator().manual_seed(seed))
-    x_train, c_train = x_train.to(dev), gm.one_hot(labels).to(dev)
     model = build_model(name, gmm_config, label_map, seed).to(dev)
+    # Checked once here, so the training step does not check (and synchronise) every batch.
+    x_train = as_input(model, x_train.to(dev), "x", gm.data_dim)
+    c_train = as_input(model, gm.one_hot(labels).to(dev), "condition", gm.condition_dim)
     opt_cfg = gmm_config[section]["optimizer"]
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
     batch_size, n_train = gmm_config["batch_size"], gmm_config["n_train"]
 
-    def step(i: int) -> dict[str, Tensor]:
+    def inputs(i: int) -> dict[str, Tensor]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        idx = torch.randint(n_train, (batch_size,), generator=g).to(dev)
-        return _loss_terms(model, x_train[idx], c_train[idx], i)
+        return {"rows": torch.randint(n_train, (batch_size,), generator=g), **model.schedule(i)}
+
+    def loss_terms(rows: Tensor, **schedule: Tensor) -> Mapping[str, Tensor]:
+        return model.loss_terms(x_train[rows], c_train[rows], **schedule)
 
     log.info(
         "training %s on label map '%s', seed %d, device %s, %d iterations at batch %d, "
@@ -181,7 +180,7 @@ def train_gmm_model(
     )
     model.train()
     return fit_to_files(
-        step,
+        TrainingStep(inputs, loss_terms),
         model,
         optimizer,
         gmm_config["iterations"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,32 @@ class RejectionSamples:
         return self.samples.shape[1] / self.n_drawn.double()
 
 
+def _accept(
+    x: Tensor,
+    observations: Tensor,
+    counts: Tensor,
+    n_drawn: Tensor,
+    kept: list[list[Tensor]],
+    n_accept: int,
+    tolerance: float,
+    drawn: int,
+    simulator: Callable[[Tensor], Tensor],
+) -> int:
+    """Keep the draws of batch ``x`` within ``tolerance`` of each observation still short (in
+    place: ``kept``, ``counts``, ``n_drawn``); return the number of prior draws made so far."""
+    batch_size = len(x)
+    # Only the observations still short: the rare ones run long after the rest are done.
+    short = (counts < n_accept).nonzero().flatten()
+    distance = torch.cdist(observations[short], simulator(x))  # (N_short, batch)
+    for row, i in enumerate(short.tolist()):
+        hits = (distance[row] <= tolerance).nonzero().flatten()[: n_accept - int(counts[i])]
+        if len(hits):
+            kept[i].append(x[hits])
+            counts[i] += len(hits)
+        n_drawn[i] = drawn + (int(hits[-1]) + 1 if counts[i] == n_accept else batch_size)
+    return drawn + batch_size
+
+
 def rejection_sample(
     observations: Tensor,
     n_accept: int,
@@ -102,7 +129,11 @@ def rejection_sample(
 
     Vectorised over draws and observations, in batches of ``batch_size`` prior draws; every
     observation sees the same stream of draws, so the result is a function of the generator's
-    seed alone. Raises ``RuntimeError`` naming the observations still short after ``max_draws``.
+    seed alone. The simulation and the distances use PyTorch's thread pool (the rule's threads),
+    while one background thread draws the next batch from the generator: the draws stay one
+    sequential stream and every other operation is element-wise, so the result does not depend
+    on the number of threads. Raises ``RuntimeError`` naming the observations still short after
+    ``max_draws``.
 
     Example:
         >>> y = forward(torch.zeros(1, 4, dtype=torch.float64))
@@ -120,28 +151,27 @@ def rejection_sample(
     counts = torch.zeros(n_obs, dtype=torch.long)
     n_drawn = torch.zeros(n_obs, dtype=torch.long)
     drawn = 0
-    while bool((counts < n_accept).any()):
-        if drawn >= max_draws:
-            short = (counts < n_accept).nonzero().flatten().tolist()
-            raise RuntimeError(
-                f"rejection sampling: observations {short[:10]} have fewer than {n_accept} "
-                f"draws within {tolerance} after {drawn} prior draws; raise the tolerance or "
-                "max_draws, or choose observations from the prior predictive"
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        # The prior's draws are the one serial part: the next batch is drawn during this one.
+        upcoming = drawer.submit(prior, batch_size, generator)
+        while bool((counts < n_accept).any()):
+            if drawn >= max_draws:
+                upcoming.cancel()
+                short = (counts < n_accept).nonzero().flatten().tolist()
+                raise RuntimeError(
+                    f"rejection sampling: observations {short[:10]} have fewer than {n_accept} "
+                    f"draws within {tolerance} after {drawn} prior draws; raise the tolerance or "
+                    "max_draws, or choose observations from the prior predictive"
+                )
+            x = upcoming.result()
+            upcoming = drawer.submit(prior, batch_size, generator)
+            drawn = _accept(
+                x, observations, counts, n_drawn, kept, n_accept, tolerance, drawn, simulator
             )
-        x = prior(batch_size, generator)
-        # Only the observations still short: the rare ones run long after the rest are done.
-        short = (counts < n_accept).nonzero().flatten()
-        distance = torch.cdist(observations[short], simulator(x))  # (N_short, batch)
-        for row, i in enumerate(short.tolist()):
-            hits = (distance[row] <= tolerance).nonzero().flatten()[: n_accept - int(counts[i])]
-            if len(hits):
-                kept[i].append(x[hits])
-                counts[i] += len(hits)
-            n_drawn[i] = drawn + (int(hits[-1]) + 1 if counts[i] == n_accept else batch_size)
-        drawn += batch_size
-        if (drawn // batch_size) % _PROGRESS_EVERY == 0:
-            short = int((counts < n_accept).sum())
-            log.info("rejection sampling: %d prior draws, %d observations short", drawn, short)
+            if (drawn // batch_size) % _PROGRESS_EVERY == 0:
+                short = int((counts < n_accept).sum())
+                log.info("rejection sampling: %d prior draws, %d observations short", drawn, short)
+        upcoming.cancel()
     samples = torch.stack([torch.cat(k)[:n_accept] for k in kept])
     max_distance = torch.stack(
         [

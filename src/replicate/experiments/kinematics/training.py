@@ -52,6 +52,7 @@ from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
+from replicate.training_steps import TrainingStep
 
 __all__ = [
     "DATA_DIM",
@@ -129,12 +130,6 @@ def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
         )
 
 
-def _loss_terms(model: nn.Module, x: Tensor, y: Tensor, iteration: int) -> dict[str, Tensor]:
-    if isinstance(model, INN):
-        return model.losses(x, y, iteration)
-    return {"loss": model.nll(x, y).mean()}
-
-
 def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
     return {"experiment": "kinematics", "model": name, **settings}
@@ -174,9 +169,9 @@ def train_kinematics_model(
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
     batch_size = training["batch_size"]
 
-    def step(i: int) -> dict[str, Tensor]:
+    def inputs(i: int) -> dict[str, Tensor]:
         x, y = simulated_batch(batch_size, seed, i)
-        return _loss_terms(model, x.float().to(dev), y.float().to(dev), i)
+        return {"x": x.float(), "condition": y.float(), **model.schedule(i)}
 
     log.info(
         "training %s, seed %d, device %s, %d iterations at batch %d of fresh simulator draws, "
@@ -192,7 +187,7 @@ def train_kinematics_model(
     )
     model.train()
     return fit_to_files(
-        step,
+        TrainingStep(inputs, model.loss_terms),
         model,
         optimizer,
         training["iterations"],

@@ -42,6 +42,7 @@ from replicate.training import (
     model_tensors,
     restore_model,
 )
+from replicate.training_steps import TrainingStep
 
 __all__ = [
     "AutoEncoder",
@@ -243,7 +244,7 @@ def train_autoencoder(
     n = len(images)
     epochs = int(config["epochs"])
     # Keep the last, partial batch only if it has >1 row: BatchNorm cannot train on one row.
-    batches = EpochBatches(n, int(config["batch_size"]), seed, min_last_batch=2)
+    batches = EpochBatches(n, int(config["batch_size"]), seed, min_last_batch=2, device=device)
     torch.manual_seed(seed)
     model = AutoEncoder(int(config["latent_dim"])).to(device)
     optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
@@ -255,16 +256,20 @@ def train_autoencoder(
         "seed": int(seed),
         "n_train": n,
     }
-    data = to_unit_images(images)  # CPU; batches move to the device one at a time
+    # On the device whole (MNIST's 60,000 images are 188 MB as float32): a batch is then one
+    # gather there, not a copy from the host that waits for the GPU every iteration.
+    data = to_unit_images(images).to(device)
 
-    def step(i: int) -> dict[str, Tensor]:
-        batch = data[batches(i)].to(device)
-        model.train()
+    def inputs(i: int) -> dict[str, Tensor]:
+        return {"batch": data[batches(i)]}
+
+    def loss_terms(batch: Tensor) -> dict[str, Tensor]:
         return {"loss": torch.mean((model(batch) - batch) ** 2)}
 
+    model.train()
     begin = time.perf_counter()
     result = fit(
-        step,
+        TrainingStep(inputs, loss_terms),
         optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,

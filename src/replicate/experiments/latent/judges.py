@@ -38,6 +38,7 @@ from replicate.runtime import (
     save_checkpoint,
 )
 from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training_steps import TrainingStep
 
 __all__ = [
     "classifier_outputs",
@@ -144,13 +145,16 @@ def train_classifier(
     optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
     loss_fn = nn.CrossEntropyLoss()
 
-    def step(i: int) -> dict[str, Tensor]:
-        idx = batches(i)
-        return {"loss": loss_fn(model(x[idx]), y[idx])}
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"images": x[rows], "labels": y[rows]}
+
+    def loss_terms(images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        return {"loss": loss_fn(model(images), labels)}
 
     model.train()
     result = fit(
-        step,
+        TrainingStep(inputs, loss_terms),
         optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,
@@ -385,10 +389,14 @@ def code_classifier_accuracy(
     batches = EpochBatches(len(xs), min(batch_size, len(xs)), seed)
     optimizer = make_optimizer(model.parameters(), lr=lr)
 
-    def step(i: int) -> dict[str, Tensor]:
-        idx = batches(i)
-        return {"loss": nn.functional.cross_entropy(model(xs[idx]), yt[idx])}
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"codes": xs[rows], "labels": yt[rows]}
 
+    def loss_terms(codes: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        return {"loss": nn.functional.cross_entropy(model(codes), labels)}
+
+    step = TrainingStep(inputs, loss_terms)
     fit(step, optimizer, epochs * batches.per_epoch, progress_every=0, seed=seed)
     with torch.no_grad():
         predicted = model(standardise(test_x)).argmax(1).numpy()

@@ -100,7 +100,12 @@ class LatentModel(nn.Module):
             raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.n_classes):
             raise ValueError(f"labels must lie in 0..{self.n_classes - 1}")
-        return torch.eye(self.n_classes, device=self.u_mean.device)[labels.to(self.u_mean.device)]
+        return self._one_hot(labels.to(self.u_mean.device))
+
+    def _one_hot(self, labels: Tensor) -> Tensor:
+        """:meth:`one_hot` of labels already checked and on the model's device (no host
+        synchronisation, for the training step)."""
+        return torch.eye(self.n_classes, device=labels.device)[labels]
 
 
 def save_latent_model(
@@ -179,6 +184,11 @@ class LatentFlow(LatentModel):
         The standardisation's constant log-Jacobian is left out; it does not change gradients.
         """
         return self.flow.nll(self.standardise(u), self.one_hot(labels))
+
+    def loss_terms(self, u: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``{"loss": mean NLL}`` of a batch already checked (the trainer checks the data set
+        once), with no host synchronisation."""
+        return self.flow.loss_terms(self.standardise(u), self._one_hot(labels))
 
     @torch.no_grad()
     def predict(self, u: Tensor) -> Tensor:
@@ -338,6 +348,10 @@ class LatentCINN(LatentModel):
     def nll(self, u: Tensor, labels: Tensor) -> Tensor:
         """Per-row training loss ``0.5||z||^2 - log|det J|`` (standardisation constant left out)."""
         return self.cinn.nll(self.standardise(u), self.one_hot(labels))
+
+    def loss_terms(self, u: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``{"loss": mean NLL}`` of a batch already checked, with no host synchronisation."""
+        return self.cinn.loss_terms(self.standardise(u), self._one_hot(labels))
 
     def log_prob(self, u: Tensor, labels: Tensor) -> Tensor:
         """Exact ``log p(u | label)`` of raw latents, the standardisation's Jacobian included."""

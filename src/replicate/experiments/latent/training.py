@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from replicate.experiments.latent.models import (
+    N_CLASSES,
     LatentCINN,
     LatentFlow,
     _cinn_metadata,
@@ -20,6 +21,7 @@ from replicate.experiments.latent.models import (
     network_kwargs,
 )
 from replicate.training import EpochBatches, Resume, fit, make_optimizer
+from replicate.training_steps import TrainingStep
 
 __all__ = ["train_latent_cinn", "train_latent_flow"]
 
@@ -27,11 +29,18 @@ __all__ = ["train_latent_cinn", "train_latent_flow"]
 def _latent_pairs(
     train_u: np.ndarray, train_y: np.ndarray, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Checked training latents (N, d) float32 and labels (N,) int64 on ``device``."""
+    """Checked training latents (N, d) float32 and labels (N,) int64 on ``device``: checked once
+    here, so that the training step does not check (and synchronise) every batch."""
     u = torch.as_tensor(np.asarray(train_u, dtype=np.float32))
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
     if u.ndim != 2 or len(u) != len(y) or len(u) == 0:
         raise ValueError(f"train_u (N, d) and train_y (N,) disagree: {u.shape} vs {y.shape}")
+    if not bool(torch.isfinite(u).all()):
+        raise ValueError("train_u must be finite, but contains NaN or inf values")
+    if int(y.min()) < 0 or int(y.max()) >= N_CLASSES:
+        raise ValueError(
+            f"train_y must lie in 0..{N_CLASSES - 1}, got {int(y.min())}..{int(y.max())}"
+        )
     return u.to(device), y.to(device)
 
 
@@ -55,14 +64,14 @@ def _fit_on_latents(
     batches = EpochBatches(len(u), batch_size, seed, device=u.device)
     optimizer = make_optimizer(model.parameters(), lr=lr)
 
-    def step(i: int) -> dict[str, Tensor]:
-        idx = batches(i)
-        return {"loss": model.nll(u[idx], y[idx]).mean()}
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"u": u[rows], "labels": y[rows]}
 
     model.train()
     metadata = {**metadata, "epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": len(u)}
     result = fit(
-        step,
+        TrainingStep(inputs, model.loss_terms),
         optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,
