@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import dataclasses
 import functools
 import io
@@ -22,9 +23,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = REPO / "config" / "smoke.yaml"
+PAPER_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def small_gmm_settings(model: str, network: str) -> dict:
+    """A Gaussian-mixture model's training settings from the paper config, shrunk to seconds:
+    2 blocks of width 32, batch 128, 5 iterations."""
+    from replicate.experiments.gmm.settings import training_settings
+
+    cfg = copy.deepcopy(PAPER_CONFIG["gmm"])
+    cfg.update(n_train=2048, batch_size=128, iterations=5)
+    for settings in cfg["networks"].values():
+        settings.update(n_blocks=2, hidden=32)
+    return training_settings(cfg, model, network)
+
+
+def small_kinematics_config(iterations: int = 20, hidden: int = 16, n_blocks: int = 2) -> dict:
+    """The paper config's kinematics section at a tiny size."""
+    kin = copy.deepcopy(PAPER_CONFIG["kinematics"])
+    kin["training"] |= {
+        "iterations": iterations,
+        "batch_size": 64,
+        "standardization_draws": 2000,
+        "checkpoint_every": 10,
+    }
+    kin["network"] |= {"n_blocks": n_blocks, "hidden": hidden}
+    kin["inn"]["ramp"]["iterations_per_epoch"] = 1
+    kin |= {
+        "n_observations": 3,
+        "n_posterior_samples": 50,
+        "c2st_observations": 1,
+        "figure_observations": [0, 1],
+    }
+    kin["reference"] |= {"tolerance": 0.1, "n_accept": 60, "batch_size": 50_000}
+    return kin
+
 
 # Every artefact the paper shows (and our companion tables), as the smoke configuration writes them
 # (it runs one label map and one network: fig5_1_gmm_some.png and training_gmm_paper_*.png come

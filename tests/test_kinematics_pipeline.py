@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, killed_after_checkpoints
+from conftest import REPO, killed_after_checkpoints, small_kinematics_config
 from safetensors.torch import load_file
 
 from replicate.config import ConfigError, check_config
@@ -41,27 +41,6 @@ from replicate.runtime import CheckpointMismatch
 
 torch.set_num_threads(1)
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def tiny(iterations: int = 20, hidden: int = 16, n_blocks: int = 2) -> dict:
-    """The paper config's kinematics section at a tiny size."""
-    kin = copy.deepcopy(PAPER["kinematics"])
-    kin["training"] |= {
-        "iterations": iterations,
-        "batch_size": 64,
-        "standardization_draws": 2000,
-        "checkpoint_every": 10,
-    }
-    kin["network"] |= {"n_blocks": n_blocks, "hidden": hidden}
-    kin["inn"]["ramp"]["iterations_per_epoch"] = 1
-    kin |= {
-        "n_observations": 3,
-        "n_posterior_samples": 50,
-        "c2st_observations": 1,
-        "figure_observations": [0, 1],
-    }
-    kin["reference"] |= {"tolerance": 0.1, "n_accept": 60, "batch_size": 50_000}
-    return kin
 
 
 def train(name: str, kin: dict, directory: Path, seed: int = 0, **kwargs) -> dict:
@@ -121,7 +100,7 @@ def test_training_pairs_are_fresh_and_seeded() -> None:
 
 @pytest.mark.parametrize("name", ["ours_eps0.1", "inn", "cinn"])
 def test_same_seed_same_weights_and_the_standardization_is_saved(tmp_path: Path, name: str) -> None:
-    kin = tiny()
+    kin = small_kinematics_config()
     a = train(name, kin, tmp_path / "a")
     train(name, kin, tmp_path / "b")
     assert not a["diverged"] and a["iterations_done"] == 20
@@ -140,7 +119,7 @@ def test_same_seed_same_weights_and_the_standardization_is_saved(tmp_path: Path,
 
 @pytest.mark.parametrize("name", ["ours_eps0.03", "inn"])
 def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, name: str) -> None:
-    kin = tiny(iterations=25)
+    kin = small_kinematics_config(iterations=25)
     train(name, kin, tmp_path / "whole")
     resume = tmp_path / "killed" / "resume.safetensors"
     with killed_after_checkpoints(1):
@@ -154,7 +133,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, na
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
-    kin = tiny()
+    kin = small_kinematics_config()
     train("cinn", kin, tmp_path)
     other = copy.deepcopy(kin)
     other["training"]["iterations"] = 21
@@ -165,7 +144,7 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_loaded_model_refuses_an_observation_of_the_wrong_shape(tmp_path: Path) -> None:
-    kin = tiny(iterations=2)
+    kin = small_kinematics_config(iterations=2)
     train("ours_eps0.1", kin, tmp_path)
     model = load_kinematics_model(
         "ours_eps0.1", tmp_path / "ours_eps0.1.safetensors", training_settings(kin, "ours_eps0.1")
@@ -178,7 +157,7 @@ def test_a_loaded_model_refuses_an_observation_of_the_wrong_shape(tmp_path: Path
 def test_short_training_of_ours_beats_the_prior_on_posterior_error(tmp_path: Path) -> None:
     """Ours after 800 iterations at eps 0.1 (20 s): closer to the rejection reference (tolerance
     0.1, the same width) than prior draws on each of 4 observations, and on average 2x closer."""
-    kin = tiny(iterations=800, hidden=64, n_blocks=4)
+    kin = small_kinematics_config(iterations=800, hidden=64, n_blocks=4)
     kin["training"]["batch_size"] = 256
     kin["network"]["init_scale"] = None
     kin["ours"]["optimizer"]["lr"] = 3e-3
@@ -204,7 +183,7 @@ def test_short_training_of_ours_beats_the_prior_on_posterior_error(tmp_path: Pat
 @pytest.fixture(scope="module")
 def reference_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     folder = tmp_path_factory.mktemp("kinematics")
-    kin = tiny()
+    kin = small_kinematics_config()
     summary = make_reference(
         kin, folder / "reference.npz", folder / "rejection.npz", folder / "reference.json"
     )

@@ -52,7 +52,7 @@ from torch import Tensor
 
 from replicate.runtime import TrainingDiverged, check_finite
 
-__all__ = ["EXECUTION_ENV", "StepRunner", "TrainingStep", "execution_mode"]
+__all__ = ["EXECUTION_ENV", "StepRunner", "TrainingSetup", "TrainingStep", "execution_mode"]
 
 # Overrides the mode chosen on a GPU (eager | deferred | graph); the benchmark compares them.
 EXECUTION_ENV = "REPLICATE_EXECUTION"
@@ -71,6 +71,21 @@ class TrainingStep:
 
     inputs: Callable[[int], Mapping[str, Tensor]]
     loss_terms: Callable[..., Mapping[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a trainer runs, built once: the model, its optimiser, the step and the gradient clamp
+    (``benchmarks/gpu_speed.py`` times exactly what the pipeline trains)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: TrainingStep
+    grad_clip: float | None = None
+
+    def runner(self, mode: str | None = None) -> StepRunner:
+        """A :class:`StepRunner` of this step (``mode`` None: the device's own)."""
+        return StepRunner(self.step, self.optimizer, self.grad_clip, mode)
 
 
 def execution_mode(device: torch.device, graphable: bool = True) -> str:

@@ -41,13 +41,14 @@ from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
-from replicate.training_steps import TrainingStep
+from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "GMMModel",
     "build_model",
     "load_gmm_model",
     "train_gmm_model",
+    "training_setup",
 ]
 
 log = logging.getLogger("replicate")
@@ -117,6 +118,42 @@ def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[
     return {"model": name, "label_map": label_map, **training_settings(gmm_config, name)}
 
 
+def training_setup(
+    name: str,
+    gmm_config: Mapping[str, Any],
+    label_map: str,
+    seed: int,
+    device: torch.device,
+) -> TrainingSetup:
+    """Model ``name``, its optimiser and its training step on the mixture's fixed training set.
+
+    The set of ``n_train`` points is drawn from ``seed`` and checked once; iteration ``i`` takes
+    ``batch_size`` rows drawn by a generator seeded by ``(seed, i)`` (host side, so a CUDA graph
+    of the step replays with each iteration's rows).
+    """
+    seed_everything(seed)
+    gm = GaussianMixture(label_map)
+    x_train, labels = gm.sample(gmm_config["n_train"], torch.Generator().manual_seed(seed))
+    model = build_model(name, gmm_config, label_map, seed).to(device)
+    # Checked once here, so the training step does not check (and synchronise) every batch.
+    x_train = as_input(model, x_train.to(device), "x", gm.data_dim)
+    c_train = as_input(model, gm.one_hot(labels).to(device), "condition", gm.condition_dim)
+    opt_cfg = gmm_config[model_section(name)]["optimizer"]
+    optimizer = make_optimizer(model.parameters(), **opt_cfg)
+    batch_size, n_train = gmm_config["batch_size"], gmm_config["n_train"]
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        return {"rows": torch.randint(n_train, (batch_size,), generator=g), **model.schedule(i)}
+
+    def loss_terms(rows: Tensor, **schedule: Tensor) -> Mapping[str, Tensor]:
+        return model.loss_terms(x_train[rows], c_train[rows], **schedule)
+
+    return TrainingSetup(
+        model, optimizer, TrainingStep(inputs, loss_terms), opt_cfg.get("grad_clip")
+    )
+
+
 def train_gmm_model(
     name: str,
     gmm_config: Mapping[str, Any],
@@ -147,26 +184,9 @@ def train_gmm_model(
     """
     use_threads(threads)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    section = model_section(name)
     metadata = _metadata(name, gmm_config, label_map)
-    seed_everything(seed)
-    gm = GaussianMixture(label_map)
-    x_train, labels = gm.sample(gmm_config["n_train"], torch.Generator().manual_seed(seed))
-    model = build_model(name, gmm_config, label_map, seed).to(dev)
-    # Checked once here, so the training step does not check (and synchronise) every batch.
-    x_train = as_input(model, x_train.to(dev), "x", gm.data_dim)
-    c_train = as_input(model, gm.one_hot(labels).to(dev), "condition", gm.condition_dim)
-    opt_cfg = gmm_config[section]["optimizer"]
-    optimizer = make_optimizer(model.parameters(), **opt_cfg)
-    batch_size, n_train = gmm_config["batch_size"], gmm_config["n_train"]
-
-    def inputs(i: int) -> dict[str, Tensor]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        return {"rows": torch.randint(n_train, (batch_size,), generator=g), **model.schedule(i)}
-
-    def loss_terms(rows: Tensor, **schedule: Tensor) -> Mapping[str, Tensor]:
-        return model.loss_terms(x_train[rows], c_train[rows], **schedule)
-
+    setup = training_setup(name, gmm_config, label_map, seed, dev)
+    model, batch_size = setup.model, gmm_config["batch_size"]
     log.info(
         "training %s on label map '%s', seed %d, device %s, %d iterations at batch %d, "
         "%d parameters",
@@ -180,9 +200,9 @@ def train_gmm_model(
     )
     model.train()
     return fit_to_files(
-        TrainingStep(inputs, loss_terms),
+        setup.step,
         model,
-        optimizer,
+        setup.optimizer,
         gmm_config["iterations"],
         checkpoint_path=checkpoint_path,
         status_path=status_path,
@@ -192,7 +212,7 @@ def train_gmm_model(
         resume_path=resume_path,
         segment=RESUME_EVERY,
         seed=seed,
-        grad_clip=opt_cfg.get("grad_clip"),
+        grad_clip=setup.grad_clip,
         progress_every=progress_every,
     )
 

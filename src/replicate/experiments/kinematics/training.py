@@ -52,7 +52,7 @@ from replicate.models.flows import network_kwargs
 from replicate.models.inn import INN
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
-from replicate.training_steps import TrainingStep
+from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "DATA_DIM",
@@ -61,6 +61,7 @@ __all__ = [
     "load_kinematics_model",
     "simulated_batch",
     "train_kinematics_model",
+    "training_setup",
 ]
 
 log = logging.getLogger("replicate")
@@ -135,6 +136,31 @@ def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"experiment": "kinematics", "model": name, **settings}
 
 
+def training_setup(
+    name: str, settings: Mapping[str, Any], seed: int, device: torch.device
+) -> TrainingSetup:
+    """Model ``name`` (its standardisation fitted on prior draws), its optimiser and its step:
+    ``training.batch_size`` fresh simulator pairs per iteration, drawn on the host from a
+    generator seeded by ``(seed, iteration)``."""
+    kind, training = model_kind(name), settings["training"]
+    seed_everything(seed)
+    model = build_model(name, settings, seed)
+    n_fit = training["standardization_draws"]
+    x_fit, y_fit = simulated_batch(n_fit, seed, -_STANDARDIZATION_STREAM)
+    model.fit_standardization(x_fit.float(), y_fit.float())
+    model = model.to(device)
+    opt_cfg = settings[kind]["optimizer"]
+    optimizer = make_optimizer(model.parameters(), **opt_cfg)
+    batch_size = training["batch_size"]
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        x, y = simulated_batch(batch_size, seed, i)
+        return {"x": x.float(), "condition": y.float(), **model.schedule(i)}
+
+    step = TrainingStep(inputs, model.loss_terms)
+    return TrainingSetup(model, optimizer, step, opt_cfg.get("grad_clip"))
+
+
 def train_kinematics_model(
     name: str,
     settings: Mapping[str, Any],
@@ -158,20 +184,9 @@ def train_kinematics_model(
     """
     use_threads(threads)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    kind, training = model_kind(name), settings["training"]
-    seed_everything(seed)
-    model = build_model(name, settings, seed)
-    n_fit = training["standardization_draws"]
-    x_fit, y_fit = simulated_batch(n_fit, seed, -_STANDARDIZATION_STREAM)
-    model.fit_standardization(x_fit.float(), y_fit.float())
-    model = model.to(dev)
-    opt_cfg = settings[kind]["optimizer"]
-    optimizer = make_optimizer(model.parameters(), **opt_cfg)
-    batch_size = training["batch_size"]
-
-    def inputs(i: int) -> dict[str, Tensor]:
-        x, y = simulated_batch(batch_size, seed, i)
-        return {"x": x.float(), "condition": y.float(), **model.schedule(i)}
+    training = settings["training"]
+    setup = training_setup(name, settings, seed, dev)
+    model, batch_size = setup.model, training["batch_size"]
 
     log.info(
         "training %s, seed %d, device %s, %d iterations at batch %d of fresh simulator draws, "
@@ -187,9 +202,9 @@ def train_kinematics_model(
     )
     model.train()
     return fit_to_files(
-        TrainingStep(inputs, model.loss_terms),
+        setup.step,
         model,
-        optimizer,
+        setup.optimizer,
         training["iterations"],
         checkpoint_path=checkpoint_path,
         status_path=status_path,
@@ -199,7 +214,7 @@ def train_kinematics_model(
         resume_path=resume_path,
         segment=training["checkpoint_every"],
         seed=seed,
-        grad_clip=opt_cfg.get("grad_clip"),
+        grad_clip=setup.grad_clip,
         progress_every=progress_every,
     )
 

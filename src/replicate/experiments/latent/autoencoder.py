@@ -42,10 +42,11 @@ from replicate.training import (
     model_tensors,
     restore_model,
 )
-from replicate.training_steps import TrainingStep
+from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "AutoEncoder",
+    "autoencoder_training_setup",
     "encode_images",
     "load_autoencoder",
     "reconstruction_error",
@@ -208,6 +209,40 @@ def reconstruction_error(
     return {"mse": sq / count, "mae": ab / count}
 
 
+def autoencoder_training_setup(
+    images: np.ndarray, config: Mapping[str, Any], seed: int, device: str | torch.device = "cpu"
+) -> tuple[TrainingSetup, EpochBatches]:
+    """The auto-encoder (initialised from ``seed``), its Adam, its per-pixel MSE step on shuffled
+    batches of ``images`` (uint8 (N, 28, 28), held on the device), and the epochs' batches.
+
+    Example:
+        >>> imgs = np.zeros((10, 28, 28), np.uint8)
+        >>> setup, batches = autoencoder_training_setup(imgs, {"latent_dim": 4, "batch_size": 4,
+        ...                                             "lr": 1e-3}, seed=0)
+        >>> batches.per_epoch  # 4 + 4 + a last batch of 2 (one row would be refused)
+        3
+    """
+    device = torch.device(device)
+    # Keep the last, partial batch only if it has >1 row: BatchNorm cannot train on one row.
+    batches = EpochBatches(
+        len(images), int(config["batch_size"]), seed, min_last_batch=2, device=device
+    )
+    torch.manual_seed(seed)
+    model = AutoEncoder(int(config["latent_dim"])).to(device)
+    optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
+    # On the device whole (MNIST's 60,000 images are 188 MB as float32): a batch is then one
+    # gather there, not a copy from the host that waits for the GPU every iteration.
+    data = to_unit_images(images).to(device)
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        return {"batch": data[batches(i)]}
+
+    def loss_terms(batch: Tensor) -> dict[str, Tensor]:
+        return {"loss": torch.mean((model(batch) - batch) ** 2)}
+
+    return TrainingSetup(model, optimizer, TrainingStep(inputs, loss_terms)), batches
+
+
 def train_autoencoder(
     images: np.ndarray,
     config: Mapping[str, Any],
@@ -240,37 +275,20 @@ def train_autoencoder(
         >>> len(summary["epoch_loss"])
         1
     """
-    device = torch.device(device)
-    n = len(images)
-    epochs = int(config["epochs"])
-    # Keep the last, partial batch only if it has >1 row: BatchNorm cannot train on one row.
-    batches = EpochBatches(n, int(config["batch_size"]), seed, min_last_batch=2, device=device)
-    torch.manual_seed(seed)
-    model = AutoEncoder(int(config["latent_dim"])).to(device)
-    optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
+    setup, batches = autoencoder_training_setup(images, config, seed, device)
+    model, epochs = setup.model, int(config["epochs"])
     metadata = {
         **_metadata(config),
         "epochs": epochs,
         "batch_size": int(config["batch_size"]),
         "lr": float(config["lr"]),
         "seed": int(seed),
-        "n_train": n,
+        "n_train": len(images),
     }
-    # On the device whole (MNIST's 60,000 images are 188 MB as float32): a batch is then one
-    # gather there, not a copy from the host that waits for the GPU every iteration.
-    data = to_unit_images(images).to(device)
-
-    def inputs(i: int) -> dict[str, Tensor]:
-        return {"batch": data[batches(i)]}
-
-    def loss_terms(batch: Tensor) -> dict[str, Tensor]:
-        return {"loss": torch.mean((model(batch) - batch) ** 2)}
-
-    model.train()
     begin = time.perf_counter()
     result = fit(
-        TrainingStep(inputs, loss_terms),
-        optimizer,
+        setup.step,
+        setup.optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,
         what="auto-encoder iteration",

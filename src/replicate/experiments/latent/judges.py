@@ -38,10 +38,11 @@ from replicate.runtime import (
     save_checkpoint,
 )
 from replicate.training import EpochBatches, fit, make_optimizer
-from replicate.training_steps import TrainingStep
+from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "classifier_outputs",
+    "classifier_training_setup",
     "code_classifier_accuracy",
     "feature_frechet_distance",
     "fit_logistic_regression",
@@ -106,6 +107,37 @@ def _as_uint8_images(images: np.ndarray | Tensor) -> np.ndarray:
     return images
 
 
+def classifier_training_setup(
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: Mapping[str, Any],
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> tuple[TrainingSetup, EpochBatches]:
+    """:class:`ImageClassifier` (initialised from ``seed``), its Adam, its cross-entropy step on
+    shuffled batches of the uint8 (N, 28, 28) ``images`` (held on the device), and the batches.
+    """
+    device = torch.device(device)
+    x = to_unit_images(_as_uint8_images(images)).to(device)
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"images ({len(x)}) and labels ({len(y)}) disagree or are empty")
+    batches = EpochBatches(len(x), int(config["batch_size"]), seed, device=device)
+    torch.manual_seed(seed)
+    model = ImageClassifier().to(device)
+    optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"images": x[rows], "labels": y[rows]}
+
+    def loss_terms(images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        return {"loss": loss_fn(model(images), labels)}
+
+    return TrainingSetup(model, optimizer, TrainingStep(inputs, loss_terms)), batches
+
+
 def train_classifier(
     images: np.ndarray,
     labels: np.ndarray,
@@ -133,29 +165,12 @@ def train_classifier(
         >>> len(summary["epoch_loss"])
         3
     """
-    device = torch.device(device)
-    x = to_unit_images(_as_uint8_images(images)).to(device)
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(device)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"images ({len(x)}) and labels ({len(y)}) disagree or are empty")
-    epochs = int(config["epochs"])
-    batches = EpochBatches(len(x), int(config["batch_size"]), seed, device=device)
-    torch.manual_seed(seed)
-    model = ImageClassifier().to(device)
-    optimizer = make_optimizer(model.parameters(), lr=float(config["lr"]))
-    loss_fn = nn.CrossEntropyLoss()
-
-    def inputs(i: int) -> dict[str, Tensor]:
-        rows = batches(i)
-        return {"images": x[rows], "labels": y[rows]}
-
-    def loss_terms(images: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        return {"loss": loss_fn(model(images), labels)}
-
+    setup, batches = classifier_training_setup(images, labels, config, seed, device)
+    model, epochs = setup.model, int(config["epochs"])
     model.train()
     result = fit(
-        TrainingStep(inputs, loss_terms),
-        optimizer,
+        setup.step,
+        setup.optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,
         what="classifier iteration",
@@ -167,7 +182,7 @@ def train_classifier(
         "epoch_loss": result.segment_means(batches.per_epoch),
         "seconds": result.seconds,
         "seconds_per_iteration": result.seconds_per_iteration,
-        "n_train": len(x),
+        "n_train": batches.n,
     }
     return model.eval(), summary
 

@@ -21,9 +21,9 @@ from replicate.experiments.latent.models import (
     network_kwargs,
 )
 from replicate.training import EpochBatches, Resume, fit, make_optimizer
-from replicate.training_steps import TrainingStep
+from replicate.training_steps import TrainingSetup, TrainingStep
 
-__all__ = ["train_latent_cinn", "train_latent_flow"]
+__all__ = ["latent_training_setup", "train_latent_cinn", "train_latent_flow"]
 
 
 def _latent_pairs(
@@ -44,14 +44,57 @@ def _latent_pairs(
     return u.to(device), y.to(device)
 
 
+def latent_training_setup(
+    kind: str,
+    train_u: np.ndarray,
+    train_y: np.ndarray,
+    flow_config: Mapping[str, Any],
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> tuple[TrainingSetup, EpochBatches]:
+    """The latent flow (``kind="flow"``) or the cINN (``"cinn"``) on raw latents, with its
+    standardisation set from them, its Adam and its step (``flow_config``'s network, batch size
+    and lr; the cINN takes the same), and the epochs' batches.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> u, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 10, 64)
+        >>> cfg = {"n_blocks": 1, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "eps": 0.1,
+        ...        "sigma": 0.05, "batch_size": 32, "lr": 1e-3}
+        >>> setup, batches = latent_training_setup("cinn", u, y, cfg, seed=0)
+        >>> type(setup.model).__name__, batches.per_epoch
+        ('LatentCINN', 2)
+    """
+    device = torch.device(device)
+    u, y = _latent_pairs(train_u, train_y, device)
+    latent_dim = u.shape[1]
+    torch.manual_seed(seed)
+    model: LatentFlow | LatentCINN
+    if kind == "flow":
+        model = LatentFlow(**_flow_kwargs(flow_config, latent_dim), permutation_seed=seed)
+        model = model.to(device)
+        model.set_standardisation(u.mean(0), u.std(0).clamp_min(1e-6))
+    elif kind == "cinn":
+        model = LatentCINN(**network_kwargs(flow_config, latent_dim), permutation_seed=seed)
+        model = model.to(device)
+        model.set_statistics(u, y)
+    else:
+        raise ValueError(f"kind must be 'flow' or 'cinn', got {kind!r}")
+    batches = EpochBatches(len(u), int(flow_config["batch_size"]), seed, device=device)
+    optimizer = make_optimizer(model.parameters(), lr=float(flow_config["lr"]))
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"u": u[rows], "labels": y[rows]}
+
+    return TrainingSetup(model, optimizer, TrainingStep(inputs, model.loss_terms)), batches
+
+
 def _fit_on_latents(
-    model: LatentFlow | LatentCINN,
-    u: Tensor,
-    y: Tensor,
+    setup: TrainingSetup,
+    batches: EpochBatches,
     *,
     epochs: int,
-    batch_size: int,
-    lr: float,
     seed: int,
     metadata: Mapping[str, Any],
     checkpoint_path: str | os.PathLike | None,
@@ -61,18 +104,19 @@ def _fit_on_latents(
     """The one training loop of every latent model: its mean NLL over shuffled mini-batches,
     epoch by epoch, the global generator reseeded per epoch, resumable from ``checkpoint_path``
     (saved after every epoch) with the numbers of an uninterrupted run."""
-    batches = EpochBatches(len(u), batch_size, seed, device=u.device)
-    optimizer = make_optimizer(model.parameters(), lr=lr)
-
-    def inputs(i: int) -> dict[str, Tensor]:
-        rows = batches(i)
-        return {"u": u[rows], "labels": y[rows]}
-
+    model = setup.model
     model.train()
-    metadata = {**metadata, "epochs": epochs, "batch_size": batch_size, "lr": lr, "n_train": len(u)}
+    lr = setup.optimizer.defaults["lr"]
+    metadata = {
+        **metadata,
+        "epochs": epochs,
+        "batch_size": batches.batch_size,
+        "lr": lr,
+        "n_train": batches.n,
+    }
     result = fit(
-        TrainingStep(inputs, model.loss_terms),
-        optimizer,
+        setup.step,
+        setup.optimizer,
         epochs * batches.per_epoch,
         progress_every=progress_every,
         what=f"{name} iteration",
@@ -125,26 +169,19 @@ def train_latent_flow(
         >>> len(summary["epoch_loss"])
         2
     """
-    device = torch.device(device)
-    u, y = _latent_pairs(train_u, train_y, device)
-    latent_dim = u.shape[1]
-    torch.manual_seed(seed)
-    model = LatentFlow(**_flow_kwargs(config, latent_dim), permutation_seed=seed).to(device)
-    model.set_standardisation(u.mean(0), u.std(0).clamp_min(1e-6))
+    setup, batches = latent_training_setup("flow", train_u, train_y, config, seed, device)
+    latent_dim = setup.model.latent_dim
     summary = _fit_on_latents(
-        model,
-        u,
-        y,
+        setup,
+        batches,
         epochs=int(config["epochs"]),
-        batch_size=int(config["batch_size"]),
-        lr=float(config["lr"]),
         seed=seed,
         metadata=_flow_metadata(config, latent_dim, seed),
         checkpoint_path=checkpoint_path,
         progress_every=progress_every,
         name="latent flow",
     )
-    return model, summary
+    return setup.model, summary
 
 
 def train_latent_cinn(
@@ -177,23 +214,16 @@ def train_latent_cinn(
         >>> len(summary["epoch_loss"])
         2
     """
-    device = torch.device(device)
-    u, y = _latent_pairs(train_u, train_y, device)
-    latent_dim = u.shape[1]
-    torch.manual_seed(seed)
-    model = LatentCINN(**network_kwargs(flow_config, latent_dim), permutation_seed=seed).to(device)
-    model.set_statistics(u, y)
+    setup, batches = latent_training_setup("cinn", train_u, train_y, flow_config, seed, device)
+    latent_dim = setup.model.latent_dim
     summary = _fit_on_latents(
-        model,
-        u,
-        y,
+        setup,
+        batches,
         epochs=int(epochs),
-        batch_size=int(flow_config["batch_size"]),
-        lr=float(flow_config["lr"]),
         seed=seed,
         metadata=_cinn_metadata(flow_config, latent_dim, seed),
         checkpoint_path=checkpoint_path,
         progress_every=progress_every,
         name="cINN",
     )
-    return model, summary
+    return setup.model, summary
