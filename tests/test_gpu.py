@@ -186,7 +186,11 @@ def _train_every_model(tmp_path: Path, device: str) -> dict[str, list[float]]:
     ],
 )
 def test_every_trainer_gives_the_eager_numbers_as_a_cuda_graph(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, mode: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    device: str,
+    mode: str,
 ) -> None:
     """Graph replays (and blocks read back at once) against the eager, per-iteration-checked step
     on the same device: same seeds, same random draws, so the losses agree to float32 rounding
@@ -195,6 +199,7 @@ def test_every_trainer_gives_the_eager_numbers_as_a_cuda_graph(
     eager = _train_every_model(tmp_path / "eager", device)
     monkeypatch.setenv(EXECUTION_ENV, mode)
     replayed = _train_every_model(tmp_path / mode, device)
+    assert "capture failed" not in caplog.text  # every step was replayed as a graph
     tolerance = 2e-3 if device == "cuda" else 0.0
     assert replayed.keys() == eager.keys()
     for name, losses in eager.items():
@@ -205,7 +210,7 @@ def test_every_trainer_gives_the_eager_numbers_as_a_cuda_graph(
 
 @pytest.mark.parametrize("mode", [pytest.param("graph", marks=CUDA_ONLY)])
 def test_the_training_loop_never_waits_for_the_gpu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     """Every iteration of every trainer runs under CUDA's sync debug mode set to error: a host
     read (a float() of a loss, an input check) would raise. Only the capture and the read-back
@@ -237,6 +242,7 @@ def test_the_training_loop_never_waits_for_the_gpu(
     monkeypatch.setattr(StepRunner, "_capture", lenient(StepRunner._capture))
     histories = _train_every_model(tmp_path, "cuda")
     assert all(np.isfinite(losses).all() for losses in histories.values())
+    assert "capture failed" not in caplog.text
 
 
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA_ONLY)])

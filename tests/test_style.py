@@ -4,13 +4,18 @@ workflow stays cheap to parse."""
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, local_env
+
+from replicate.config import DEVICE_RULES
 
 SNAKE_FILES = [
     str(REPO / "Snakefile"),
@@ -88,3 +93,49 @@ def test_every_rule_script_runs_its_stage_through_the_stage_runner(script: Path)
     names = {getattr(c.func, "id", None) or getattr(c.func, "attr", None) for c in calls}
     assert not names & bypass, f"{script.name} calls {sorted(names & bypass)} itself"
     assert all(getattr(c.func, "id", None) != "exec" for c in calls)
+
+
+def _rule_scripts() -> dict[str, Path]:
+    """Each rule with a ``script:`` and that script's path."""
+    found = {}
+    for path in SNAKE_FILES:
+        text = Path(path).read_text(encoding="utf-8")
+        for block in re.split(r"^rule ", text, flags=re.MULTILINE)[1:]:
+            script = re.search(r'script:\s*\n\s*"\.\./scripts/([\w.]+)"', block)
+            if script:
+                found[block.split(":", 1)[0]] = REPO / "workflow" / "scripts" / script.group(1)
+    return found
+
+
+def _stage_takes_device(script: Path) -> bool:
+    tree = ast.parse(script.read_text())
+    modules = {
+        alias.asname or alias.name: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("replicate")
+        for alias in node.names
+    }
+    call = next(
+        c
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "run_stage"
+    )
+    name = call.args[1].id
+    stage = getattr(importlib.import_module(modules[name]), name)
+    return "device" in inspect.signature(stage).parameters
+
+
+def test_every_rule_that_runs_a_model_declares_the_gpu_and_can_be_moved() -> None:
+    """The rules whose stage takes a device are exactly DEVICE_RULES; each asks for one unit of
+    `gpu_jobs` through replicate.config.gpu_jobs (so `--resources gpu_jobs=N` caps them on a
+    GPU) and its device can be set in `stage_devices` (the schema names the same rules)."""
+    scripts = _rule_scripts()
+    assert len(scripts) > 20
+    on_device = {rule for rule, script in scripts.items() if _stage_takes_device(script)}
+    assert on_device == set(DEVICE_RULES)
+    text = "".join(Path(p).read_text(encoding="utf-8") for p in SNAKE_FILES)
+    for rule in DEVICE_RULES:
+        assert f'gpu_jobs=gpu_jobs(config, "{rule}")' in text, rule
+    assert text.count("gpu_jobs=gpu_jobs(") == len(DEVICE_RULES)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["stage_devices"]["propertyNames"]["enum"] == list(DEVICE_RULES)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,38 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "check_config", "schema_problems", "validate_config"]
+__all__ = [
+    "DEVICE_RULES",
+    "ConfigError",
+    "check_config",
+    "gpu_jobs",
+    "gpu_present",
+    "schema_problems",
+    "stage_device",
+    "uses_gpu",
+    "validate_config",
+]
+
+# The rules whose stage runs a model on the configured device (their stage takes `device`); each
+# declares one unit of the `gpu_jobs` resource when that device is a GPU, and `stage_devices` can
+# move any of them to another device. tests/test_style.py checks this list against the workflow.
+DEVICE_RULES = (
+    "train_gmm",
+    "evaluate_gmm",
+    "benchmark_gmm_speed",
+    "train_autoencoder",
+    "encode_latents",
+    "plot_reconstructions",
+    "train_latent_flow",
+    "evaluate_latent_flow",
+    "sample_latent_flow",
+    "plot_fig5_4",
+    "train_latent_classifier",
+    "train_latent_cinn",
+    "sample_latent_cinn",
+    "train_kinematics",
+    "evaluate_kinematics",
+)
 
 
 # The Gaussian mixture's one-hot label (8 modes), which every network's width must hold.
@@ -29,6 +61,51 @@ GMM_CONDITION_DIM = 8
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and what is allowed."""
+
+
+def stage_device(config: Mapping[str, Any], rule: str) -> str:
+    """The device of ``rule``'s stage: its entry in ``stage_devices``, else ``device``.
+
+    Example:
+        >>> stage_device({"device": "auto", "stage_devices": {"train_gmm": "cpu"}}, "train_gmm")
+        'cpu'
+        >>> stage_device({"device": "auto"}, "train_kinematics")
+        'auto'
+    """
+    return (config.get("stage_devices") or {}).get(rule, config["device"])
+
+
+def gpu_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU, read without importing PyTorch (so that parsing
+    the workflow stays fast): the driver's ``/proc`` entry or ``nvidia-smi`` on PATH, unless
+    ``CUDA_VISIBLE_DEVICES`` hides every device."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or shutil.which("nvidia-smi") is not None
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether a stage on ``device`` (``auto``, ``cpu``, ``cuda[:N]``) runs on a GPU here.
+
+    Example:
+        >>> uses_gpu("cpu"), uses_gpu("cuda:1")
+        (False, True)
+    """
+    return device.startswith("cuda") or (device == "auto" and gpu_present())
+
+
+def gpu_jobs(config: Mapping[str, Any], rule: str) -> int:
+    """Units of the workflow's ``gpu_jobs`` resource that ``rule`` takes: one if its stage runs on
+    a GPU here, else none. ``--resources gpu_jobs=N`` (profiles/default) then caps the jobs that
+    share the GPU, and on a machine without one limits nothing.
+
+    Example:
+        >>> gpu_jobs({"device": "cuda"}, "train_gmm"), gpu_jobs({"device": "cpu"}, "train_gmm")
+        (1, 0)
+    """
+    return int(uses_gpu(stage_device(config, rule)))
 
 
 def validate_config(config: Mapping[str, Any], schema_path: str | os.PathLike) -> None:

@@ -29,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from replicate.config import stage_device
+
 if TYPE_CHECKING:  # pandas only for the annotation: runtime is imported by every rule
     import pandas as pd
 
@@ -97,7 +99,8 @@ def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: 
     Whatever the stage, the rule's ``log:`` file gets this process's log (and the traceback if it
     fails), PyTorch's thread pool is sized to the rule's ``threads`` (a job booked for one core
     must not take every core), and a stage that takes ``threads`` or ``device`` gets the rule's
-    threads and the config's ``device`` unless the script passes them. Seeds come in as the
+    threads and the rule's device (``stage_devices`` or ``device`` of the config) unless the
+    script passes them. Seeds come in as the
     stage's own arguments (wildcards, params): each stage seeds the streams it draws from.
 
     Example:
@@ -120,7 +123,7 @@ def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: 
     if "threads" in signature.parameters and "threads" not in given:
         kwargs["threads"] = threads
     if "device" in signature.parameters and "device" not in given:
-        kwargs["device"] = snakemake.config.get("device", "auto")
+        kwargs["device"] = stage_device({"device": "auto", **snakemake.config}, snakemake.rule)
     device = kwargs.get("device", given.get("device"))
     wildcards = ", ".join(f"{k}={v}" for k, v in dict(snakemake.wildcards).items())
     log.info(

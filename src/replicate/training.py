@@ -143,7 +143,11 @@ class EpochBatches:
         epoch, b = divmod(iteration, self.per_epoch)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._order = epoch_permutation(self.n, self.seed, epoch).to(self.device)
+            order = epoch_permutation(self.n, self.seed, epoch)
+            if torch.device(self.device).type == "cuda":
+                # From pinned memory without blocking: the host does not wait for the GPU.
+                order = order.pin_memory().to(self.device, non_blocking=True)
+            self._order = order
         return self._order[b * self.batch_size : (b + 1) * self.batch_size]
 
 

@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +54,8 @@ from torch import Tensor
 from replicate.runtime import TrainingDiverged, check_finite
 
 __all__ = ["EXECUTION_ENV", "StepRunner", "TrainingSetup", "TrainingStep", "execution_mode"]
+
+log = logging.getLogger("replicate")
 
 # Overrides the mode chosen on a GPU (eager | deferred | graph); the benchmark compares them.
 EXECUTION_ENV = "REPLICATE_EXECUTION"
@@ -218,7 +221,12 @@ class StepRunner:
             torch.cuda.current_stream(self.device).wait_stream(side)
             return record
         if self._graph is None:
-            self._capture(inputs)
+            try:
+                self._capture(inputs)
+            except RuntimeError as exc:  # an operation CUDA graphs do not allow: run it eagerly
+                log.warning("CUDA graph capture failed, the step runs eagerly: %s", exc)
+                self.mode = "deferred"
+                return self._run_eager(self.step.loss_terms(**inputs), False, iteration)
         shapes = {k: v.shape for k, v in self._static_inputs.items()}
         if {k: v.shape for k, v in inputs.items()} != shapes:
             return self._run_eager(self.step.loss_terms(**inputs), False, iteration)
@@ -239,6 +247,20 @@ class StepRunner:
             self._update(terms["loss"])
             self._static_terms = _stacked(terms, self.names)
         self._graph = graph
+
+    def device_seconds_per_step(self, replays: int = 50) -> float:
+        """GPU time of one captured step, from ``replays`` replays back to back (CUDA events):
+        what an iteration costs the GPU when it never waits for the host. ``graph`` mode only,
+        after the capture; the replays train on (the static inputs as they are)."""
+        if self._graph is None:
+            raise RuntimeError("no captured step: run a few iterations in graph mode first")
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            self._graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / replays
 
     # -- reading back -----------------------------------------------------------------------------
     def flush(self) -> Iterator[tuple[int, dict[str, float], float]]:

@@ -29,6 +29,7 @@ rule train_gmm:
         "../../envs/replicate.yaml"
     threads: 2
     resources:
+        gpu_jobs=gpu_jobs(config, "train_gmm"),
         runtime=120,
         mem_mb=4000,
     params:
@@ -36,7 +37,7 @@ rule train_gmm:
         settings=lambda wildcards: training_settings(
             config["gmm"], wildcards.model, wildcards.network
         ),
-        device=config["device"],
+        device=stage_device(config, "train_gmm"),
         # Saved every few iterations, so a killed job resumes; deleted when training finishes.
         resume="results/gmm/checkpoints/{model}_{network}_{labels}_seed{seed}_last.safetensors",
     script:

@@ -53,6 +53,7 @@ rule evaluate_gmm:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "evaluate_gmm"),
         runtime=30,
         mem_mb=4000,
     params:
@@ -61,7 +62,7 @@ rule evaluate_gmm:
             config["gmm"], wildcards.model, wildcards.network
         )
         | GMM_EVAL_KEYS,
-        device=config["device"],
+        device=stage_device(config, "evaluate_gmm"),
     script:
         "../scripts/evaluate_gmm.py"
 
@@ -262,6 +263,7 @@ rule benchmark_gmm_speed:
     # job is planned, so commands that plan none (`snakemake --unlock`) need no --cores.
     threads: lambda wildcards: workflow.cores
     resources:
+        gpu_jobs=gpu_jobs(config, "benchmark_gmm_speed"),
         runtime=60,
         mem_mb=8000,
     params:
@@ -272,7 +274,7 @@ rule benchmark_gmm_speed:
         },
         models=GMM_MODELS,
         iterations=config["gmm"]["benchmark_iterations"],
-        device=config["device"],
+        device=stage_device(config, "benchmark_gmm_speed"),
     script:
         "../scripts/benchmark_gmm_speed.py"
 

@@ -36,7 +36,9 @@ rule kinematics_reference:
         "results/logs/kinematics/reference.log",
     conda:
         "../../envs/replicate.yaml"
-    threads: 1
+    # Simulation and distances on PyTorch's thread pool; the draws stay one stream (same numbers
+    # with any thread count). Snakemake gives it at most --cores.
+    threads: 8
     resources:
         runtime=60,
         mem_mb=4000,
@@ -61,6 +63,7 @@ rule train_kinematics:
         "../../envs/replicate.yaml"
     threads: 2
     resources:
+        gpu_jobs=gpu_jobs(config, "train_kinematics"),
         runtime=60,
         mem_mb=4000,
     params:
@@ -68,7 +71,7 @@ rule train_kinematics:
         settings=lambda wildcards: kinematics_settings.training_settings(
             KIN, wildcards.model
         ),
-        device=config["device"],
+        device=stage_device(config, "train_kinematics"),
         # Saved every training.checkpoint_every iterations; deleted when training finishes.
         resume="results/kinematics/checkpoints/{model}_seed{seed}_last.safetensors",
     script:
@@ -91,6 +94,7 @@ rule evaluate_kinematics:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "evaluate_kinematics"),
         runtime=30,
         mem_mb=4000,
     params:

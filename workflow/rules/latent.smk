@@ -32,6 +32,7 @@ rule train_autoencoder:
         "../../envs/replicate.yaml"
     threads: 2
     resources:
+        gpu_jobs=gpu_jobs(config, "train_autoencoder"),
         runtime=24 * 60,
         mem_mb=8000,
     params:
@@ -40,7 +41,7 @@ rule train_autoencoder:
         seed=AE_SEED,
         # Not an output: Snakemake must not delete it when a killed job is rerun.
         checkpoint="results/latent/{dataset}/checkpoints/autoencoder_last.safetensors",
-        device=config["device"],
+        device=stage_device(config, "train_autoencoder"),
     script:
         "../scripts/train_autoencoder.py"
 
@@ -57,12 +58,13 @@ rule encode_latents:
         "../../envs/replicate.yaml"
     threads: 2
     resources:
+        gpu_jobs=gpu_jobs(config, "encode_latents"),
         runtime=30,
         mem_mb=4000,
     params:
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=AE_SETTINGS,
-        device=config["device"],
+        device=stage_device(config, "encode_latents"),
     script:
         "../scripts/encode_latents.py"
 
@@ -84,6 +86,7 @@ rule plot_reconstructions:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "plot_reconstructions"),
         runtime=10,
         mem_mb=2000,
     params:
@@ -107,12 +110,13 @@ rule train_latent_flow:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "train_latent_flow"),
         runtime=6 * 60,
         mem_mb=4000,
     params:
         settings=FLOW_SETTINGS,
         checkpoint="results/latent/{dataset}/checkpoints/flow_seed{seed}_last.safetensors",
-        device=config["device"],
+        device=stage_device(config, "train_latent_flow"),
     script:
         "../scripts/train_latent_flow.py"
 
@@ -129,6 +133,7 @@ rule evaluate_latent_flow:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "evaluate_latent_flow"),
         runtime=30,
         mem_mb=4000,
     params:
@@ -149,6 +154,7 @@ rule sample_latent_flow:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "sample_latent_flow"),
         runtime=30,
         mem_mb=4000,
     params:
@@ -203,6 +209,7 @@ rule plot_fig5_4:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "plot_fig5_4"),
         runtime=10,
         mem_mb=2000,
     params:

@@ -46,13 +46,14 @@ rule train_latent_classifier:
         "../../envs/replicate.yaml"
     threads: 2
     resources:
+        gpu_jobs=gpu_jobs(config, "train_latent_classifier"),
         runtime=2 * 60,
         mem_mb=4000,
     params:
         data_dir=lambda wildcards, input: str(Path(input[0]).parent),
         settings=CLASSIFIER_SETTINGS,
         seed=CLASSIFIER_SEED,
-        device=config["device"],
+        device=stage_device(config, "train_latent_classifier"),
     script:
         "../scripts/train_image_classifier.py"
 
@@ -71,12 +72,13 @@ rule train_latent_cinn:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "train_latent_cinn"),
         runtime=6 * 60,
         mem_mb=4000,
     params:
         settings=CINN_SETTINGS,
         checkpoint="results/latent/{dataset}/checkpoints/cinn_seed{seed}_last.safetensors",
-        device=config["device"],
+        device=stage_device(config, "train_latent_cinn"),
     script:
         "../scripts/train_latent_cinn.py"
 
@@ -93,6 +95,7 @@ rule sample_latent_cinn:
         "../../envs/replicate.yaml"
     threads: 1
     resources:
+        gpu_jobs=gpu_jobs(config, "sample_latent_cinn"),
         runtime=30,
         mem_mb=4000,
     params:
