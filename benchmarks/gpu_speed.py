@@ -103,20 +103,28 @@ def _synchronize(device: torch.device) -> None:
 
 
 def iterations_per_second(
-    setup: TrainingSetup, mode: str, seconds: float, min_iterations: int = 3
+    setup: TrainingSetup,
+    mode: str,
+    seconds: float,
+    min_iterations: int = 3,
+    warmup: int = WARMUP,
+    start_at: float | None = None,
 ) -> tuple[float, Any]:
     """Iterations per second of ``setup`` in ``mode`` over at least ``seconds`` of steady state
-    (and ``min_iterations``), the terms read back every :data:`READ_BACK_EVERY` iterations; also
+    (and ``min_iterations``) after ``warmup`` iterations (and, if given, from the wall-clock
+    time ``start_at``), the terms read back every :data:`READ_BACK_EVERY` iterations; also
     returns the runner (for the graph's GPU time)."""
     runner = setup.runner(mode)
     device = runner.device
-    for i in range(WARMUP):
+    for i in range(warmup):
         runner.run(i)
     deque(runner.flush(), maxlen=0)
     _synchronize(device)
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     begin, n = time.perf_counter(), 0
     while n < min_iterations or time.perf_counter() - begin < seconds:
-        runner.run(WARMUP + n)
+        runner.run(warmup + n)
         n += 1
         if n % READ_BACK_EVERY == 0:
             deque(runner.flush(), maxlen=0)
@@ -135,7 +143,8 @@ def measure(
         "model": name,
         "parameters": sum(p.numel() for p in cpu_setup.model.parameters()),
     }
-    row["cpu_it_s"], _ = iterations_per_second(cpu_setup, "eager", seconds, min_iterations=2)
+    # One untimed iteration: the slowest model takes seconds per iteration on one thread.
+    row["cpu_it_s"], _ = iterations_per_second(cpu_setup, "eager", seconds, 2, warmup=1)
     del cpu_setup
     if cuda:
         gpu = torch.device("cuda")
@@ -157,11 +166,14 @@ def measure(
 
 
 def concurrency(model: str, jobs: list[int], seconds: float, config: Path) -> pd.DataFrame:
-    """Summed it/s of ``n`` processes training ``model`` at once on the GPU, for each n."""
+    """Summed it/s of ``n`` processes training ``model`` at once on the GPU, for each n: every
+    process starts, warms up (its graph captured), then times ``seconds`` from one shared
+    wall-clock moment, so that the n windows coincide."""
     rows = []
     for n in jobs:
+        start_at = time.time() + 8.0 + 0.5 * n  # time for n interpreters to import and warm up
         cmd = [sys.executable, __file__, "--worker", model, "--seconds", str(seconds)]
-        cmd += ["--config", str(config)]
+        cmd += ["--config", str(config), "--start-at", str(start_at)]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
         rates = [json.loads(p.communicate()[0].strip().splitlines()[-1])["it_s"] for p in procs]
         rows.append(
@@ -181,14 +193,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency-model", default="latent_flow")
     parser.add_argument("--concurrency-out", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.read_text())
     setups = model_setups(config)
     if args.worker:  # one process of the concurrency probe: its it/s as JSON
         torch.set_num_threads(1)
-        rate, _ = iterations_per_second(
-            setups[args.worker](torch.device("cuda")), "graph", args.seconds
-        )
+        setup = setups[args.worker](torch.device("cuda"))
+        rate, _ = iterations_per_second(setup, "graph", args.seconds, start_at=args.start_at)
         print(json.dumps({"it_s": rate}))
         return
     cuda = torch.cuda.is_available()
@@ -212,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
     if args.concurrency and cuda:
-        probe = concurrency(args.concurrency_model, args.concurrency, args.seconds, args.config)
+        seconds = max(args.seconds, 3.0)
+        probe = concurrency(args.concurrency_model, args.concurrency, seconds, args.config)
         if args.concurrency_out is not None:
             with atomic_path(args.concurrency_out) as tmp:
                 probe.assign(**about).to_csv(tmp, index=False)

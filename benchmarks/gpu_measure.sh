@@ -1,0 +1,70 @@
+#!/bin/bash
+# The README's "On a GPU" measurement in one command, on a machine with one GPU and PyTorch but
+# no network: ../shared/device/prepare.sh (or any copy of it) first builds .device/ (wheels, data,
+# gpu-check.sh). From the project's root:
+#
+#   OUT=/some/folder bash benchmarks/gpu_measure.sh
+#
+# within BUDGET_S seconds (default 590) it
+#   1. installs the carried wheels beside the machine's PyTorch (LOCAL=1: uses this Python as is);
+#   2. runs the CUDA tests (pytest -m cuda tests/test_gpu.py) -> pytest_cuda.txt;
+#   3. runs the default DAG from nothing with --cores $CORES (.device/gpu-check.sh) -> dag.log,
+#      jobs.tsv, summary.txt, dmon.txt, results.tgz, and span.json (device, span_s, jobs_done,
+#      jobs_total), leaving BENCH_S seconds for
+#   4. benchmarks/gpu_speed.py -> gpu_speed.csv, gpu_concurrency.csv, gpu_speed.txt;
+#   and writes machine.json (GPU, CPU, torch, CUDA).
+# Rehearse without a GPU: LOCAL=1 BUDGET_S=300 BENCH_S=60 CORES=2 SMK_ARGS="--configfile
+# config/smoke.yaml" bash benchmarks/gpu_measure.sh
+set -u
+ROOT=$PWD
+OUT=${OUT:-$ROOT/.device/out}
+mkdir -p "$OUT"
+export OUT PYTHONUNBUFFERED=1
+T0=$(date +%s)
+BUDGET_S=${BUDGET_S:-590}
+BENCH_S=${BENCH_S:-120}
+left() { echo $((BUDGET_S - ($(date +%s) - T0))); }
+stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
+if [[ ${LOCAL:-0} != 1 ]]; then
+  stamp "install wheels"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .device/whl/*.whl 2>&1 | grep -v -i warning | tail -3
+  export PYTHONPATH=/tmp/site:$ROOT/src PATH=/tmp/site/bin:$PATH
+fi
+python3 - >"$OUT/machine.json" <<'EOF'
+import json, os, platform, torch
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+print(json.dumps({
+    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+    "cuda": torch.version.cuda, "python": platform.python_version(),
+}))
+EOF
+cat "$OUT/machine.json"
+stamp "pytest -m cuda"
+timeout -k 5 "${TEST_S:-90}" python3 -m pytest -q -m cuda tests/test_gpu.py -p no:cacheprovider \
+  -o addopts="-ra" >"$OUT/pytest_cuda.txt" 2>&1
+tail -4 "$OUT/pytest_cuda.txt"
+dag_s=$(($(left) - BENCH_S))
+stamp "DAG for at most $dag_s s"
+LOCAL=1 SKIP_TESTS=1 DAG_S=$dag_s CORES=${CORES:-16} SMK_ARGS="${SMK_ARGS:-}" \
+  bash .device/gpu-check.sh >"$OUT/gpu_check.txt" 2>&1
+python3 - "$OUT" <<'EOF'
+import json, re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+# The DAG's own wall-clock, as gpu-check.sh measures it around `snakemake` ("DAG end .. wall=..").
+wall = int(re.findall(r"wall=(\d+) s", (out / "gpu_check.txt").read_text())[-1])
+steps = re.findall(r"(\d+) of (\d+) steps", (out / "dag.log").read_text(errors="replace"))
+done, total = map(int, steps[-1]) if steps else (0, None)
+machine = json.loads((out / "machine.json").read_text())
+span = {"device": machine["gpu"] or "cpu", "span_s": wall, "jobs_done": done, "jobs_total": total}
+(out / "span.json").write_text(json.dumps(span) + "\n")
+print(json.dumps(span))
+EOF
+stamp "benchmark for at most $(($(left) - 5)) s"
+timeout -k 5 $(($(left) - 5)) python3 benchmarks/gpu_speed.py --seconds "${BENCH_SECONDS:-0.5}" \
+  --out "$OUT/gpu_speed.csv" --concurrency 1 4 8 --concurrency-out "$OUT/gpu_concurrency.csv" \
+  >"$OUT/gpu_speed.txt" 2>&1
+tail -22 "$OUT/gpu_speed.txt"
+stamp "done"
