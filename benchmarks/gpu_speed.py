@@ -171,7 +171,7 @@ def concurrency(model: str, jobs: list[int], seconds: float, config: Path) -> pd
     wall-clock moment, so that the n windows coincide."""
     rows = []
     for n in jobs:
-        start_at = time.time() + 8.0 + 0.5 * n  # time for n interpreters to import and warm up
+        start_at = time.time() + 5.0 + 0.5 * n  # time for n interpreters to import and warm up
         cmd = [sys.executable, __file__, "--worker", model, "--seconds", str(seconds)]
         cmd += ["--config", str(config), "--start-at", str(start_at)]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
     if args.concurrency and cuda:
-        seconds = max(args.seconds, 3.0)
+        seconds = max(args.seconds, 2.0)
         probe = concurrency(args.concurrency_model, args.concurrency, seconds, args.config)
         if args.concurrency_out is not None:
             with atomic_path(args.concurrency_out) as tmp:

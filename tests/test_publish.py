@@ -70,3 +70,22 @@ def test_a_partial_run_publishes_its_extra_files(tmp_path: Path) -> None:
     dest = publish(tmp_path, "partial", "snakemake", extra=["results/gmm/eval/*.json"])
     assert (dest / "ours_all_seed0.json").read_text() == '{"accuracy": 1.0}'
     assert (dest / "provenance.md").is_file()
+
+
+def test_a_run_made_elsewhere_is_published_with_its_own_machine_and_commit(
+    tmp_path: Path,
+) -> None:
+    run = _fake_run(tmp_path / "run")
+    machine = tmp_path / "machine.json"
+    machine.write_text(
+        '{"gpu": "NVIDIA H200", "cpu": "Xeon", "cpu_count": 16, "torch": "2.11.0", '
+        '"cuda": "13.0", "python": "3.12.3"}'
+    )
+    main(
+        ["--run-dir", str(run), "--name", "gpu", "--command", "snakemake --cores 16",
+         "--machine-json", str(machine), "--commit", "abc1234"]
+    )  # fmt: skip
+    text = (run / "results/readme/gpu/provenance.md").read_text()
+    assert "- commit: `abc1234`" in text
+    assert "16 CPU cores (Xeon), CUDA GPU: NVIDIA H200 (CUDA 13.0)" in text
+    assert "Python 3.12.3, torch 2.11.0" in text

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -83,22 +85,46 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(run_dir: str | os.PathLike, command: str, wall_clock: str | None) -> str:
-    """A Markdown block: what was run, where, at which commit, with which libraries."""
+def provenance(
+    run_dir: str | os.PathLike,
+    command: str,
+    wall_clock: str | None,
+    machine: Mapping[str, Any] | None = None,
+    commit: str | None = None,
+) -> str:
+    """A Markdown block: what was run, where, at which commit, with which libraries.
+
+    ``machine`` describes a run made on another machine (keys ``gpu, cpu, cpu_count, torch,
+    cuda, python``, as ``benchmarks/gpu_measure.sh`` writes them to machine.json) and ``commit``
+    the commit it ran; by default both are this machine's and ``run_dir``'s.
+    """
     import numpy
     import snakemake
     import torch
 
     run_dir = Path(run_dir)
-    commit = _command_output("git", "rev-parse", "--short", "HEAD", cwd=run_dir).strip()
-    dirty = _command_output("git", "status", "--porcelain", "--untracked-files=no", cwd=run_dir)
-    cpu = _cpu_model()
+    if commit is None:
+        commit = _command_output("git", "rev-parse", "--short", "HEAD", cwd=run_dir).strip()
+        dirty = _command_output("git", "status", "--porcelain", "--untracked-files=no", cwd=run_dir)
+        commit = f"`{commit}`" + (" (with uncommitted changes)" if dirty.strip() else "")
+    else:
+        commit = f"`{commit}`"
+    if machine is None:
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        machine = {
+            "gpu": gpu,
+            "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+        }
+    gpu = f"CUDA GPU: {machine['gpu']} (CUDA {machine['cuda']})" if machine["gpu"] else "no GPU"
     lines = [
         f"- command: `{command}`",
-        f"- commit: `{commit}`" + (" (with uncommitted changes)" if dirty.strip() else ""),
-        f"- machine: {os.cpu_count()} CPU cores ({cpu}), "
-        + ("CUDA GPU: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"),
-        f"- Python {platform.python_version()}, torch {torch.__version__}, "
+        f"- commit: {commit}",
+        f"- machine: {machine['cpu_count']} CPU cores ({machine['cpu']}), {gpu}",
+        f"- Python {machine['python']}, torch {machine['torch']}, "
         f"numpy {numpy.__version__}, snakemake {snakemake.__version__}",
         f"- published: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
@@ -114,12 +140,15 @@ def publish(
     wall_clock: str | None = None,
     dest_root: str | os.PathLike | None = None,
     extra: Sequence[str] = (),
+    machine: Mapping[str, Any] | None = None,
+    commit: str | None = None,
 ) -> Path:
     """Copy the run's figures and tables to ``<dest_root>/<name>/`` and write its costs and
     provenance there; returns that folder. ``dest_root`` defaults to ``<run_dir>/results/readme``.
 
     ``extra`` are more glob patterns relative to ``run_dir`` (e.g. ``results/gmm/eval/*.json``, the
     per-run metrics of a partial run that has no table yet), copied beside the rest.
+    ``machine`` and ``commit`` describe a run made elsewhere (see :func:`provenance`).
     """
     run_dir = Path(run_dir)
     dest = Path(dest_root or run_dir / "results" / "readme") / name
@@ -142,7 +171,7 @@ def publish(
         shown, dest / "costs.csv", dest / "costs.md", shown.to_markdown(index=False, floatfmt=".1f")
     )
     with atomic_path(dest / "provenance.md") as tmp:
-        tmp.write_text(provenance(run_dir, command, wall_clock))
+        tmp.write_text(provenance(run_dir, command, wall_clock, machine, commit))
     return dest
 
 
@@ -161,9 +190,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--extra", action="append", default=[], help="another glob under RUN_DIR to copy"
     )
+    parser.add_argument(
+        "--machine-json", help="machine.json of a run made elsewhere (gpu_measure.sh writes it)"
+    )
+    parser.add_argument("--commit", help="the commit a run made elsewhere ran")
     args = parser.parse_args(argv)
+    machine = json.loads(Path(args.machine_json).read_text()) if args.machine_json else None
     dest = publish(
-        args.run_dir, args.name, args.command, args.wall_clock, args.dest_root, args.extra
+        args.run_dir,
+        args.name,
+        args.command,
+        args.wall_clock,
+        args.dest_root,
+        args.extra,
+        machine,
+        args.commit,
     )
     print(f"published to {dest}")
 
