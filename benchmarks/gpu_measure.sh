@@ -35,12 +35,13 @@ if [[ ${LOCAL:-0} != 1 ]]; then
   export PYTHONPATH=/tmp/site:$ROOT/src PATH=/tmp/site/bin:$PATH
 fi
 python3 - >"$OUT/machine.json" <<'EOF'
-import json, os, platform, torch
+import json, os, platform, numpy, snakemake, torch
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 print(json.dumps({
     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
     "cuda": torch.version.cuda, "python": platform.python_version(),
+    "numpy": numpy.__version__, "snakemake": snakemake.__version__,
 }))
 EOF
 cat "$OUT/machine.json"

@@ -70,6 +70,7 @@ def test_a_partial_run_publishes_its_extra_files(tmp_path: Path) -> None:
     dest = publish(tmp_path, "partial", "snakemake", extra=["results/gmm/eval/*.json"])
     assert (dest / "ours_all_seed0.json").read_text() == '{"accuracy": 1.0}'
     assert (dest / "provenance.md").is_file()
+    assert not (dest / "costs.csv").exists()  # no benchmark file: no empty cost table
 
 
 def test_a_run_made_elsewhere_is_published_with_its_own_machine_and_commit(

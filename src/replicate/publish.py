@@ -4,7 +4,7 @@ can show figures and tables that a stated command produced on a stated machine a
 Writes, next to copies of every figure (PNG) and table (CSV, Markdown) of the run:
 
 - ``costs.md`` / ``costs.csv``: wall-clock and CPU seconds and peak memory of every job that has a
-  Snakemake ``benchmark:`` file (the training rules), and their totals;
+  Snakemake ``benchmark:`` file (the training rules), and their totals (none if no job has one);
 - ``provenance.md``: the command, the commit, the machine, the library versions, the date.
 
 Usage (from the repository root, after the run)::
@@ -118,14 +118,21 @@ def provenance(
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "snakemake": snakemake.__version__,
         }
     gpu = f"CUDA GPU: {machine['gpu']} (CUDA {machine['cuda']})" if machine["gpu"] else "no GPU"
+    libraries = ", ".join(
+        f"{name} {machine[key]}"
+        for name, key in (("Python", "python"), ("torch", "torch"), ("numpy", "numpy"))
+        + (("snakemake", "snakemake"),)
+        if machine.get(key)
+    )
     lines = [
         f"- command: `{command}`",
         f"- commit: {commit}",
         f"- machine: {machine['cpu_count']} CPU cores ({machine['cpu']}), {gpu}",
-        f"- Python {machine['python']}, torch {machine['torch']}, "
-        f"numpy {numpy.__version__}, snakemake {snakemake.__version__}",
+        f"- {libraries}",
         f"- published: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
     if wall_clock:
@@ -162,14 +169,14 @@ def publish(
         with atomic_path(dest / source.name) as tmp:
             shutil.copyfile(source, tmp)
     costs = job_costs(run_dir)
-    total = pd.DataFrame(
-        [{"job": "total (sum over jobs)", **costs.drop(columns="job").sum().to_dict()}]
-    )
-    total["max_rss_mb"] = costs["max_rss_mb"].max() if len(costs) else float("nan")
-    shown = pd.concat([costs, total], ignore_index=True)
-    write_table(
-        shown, dest / "costs.csv", dest / "costs.md", shown.to_markdown(index=False, floatfmt=".1f")
-    )
+    if len(costs):  # a run without benchmark files gets no empty cost table
+        total = pd.DataFrame(
+            [{"job": "total (sum over jobs)", **costs.drop(columns="job").sum().to_dict()}]
+        )
+        total["max_rss_mb"] = costs["max_rss_mb"].max()
+        shown = pd.concat([costs, total], ignore_index=True)
+        markdown = shown.to_markdown(index=False, floatfmt=".1f")
+        write_table(shown, dest / "costs.csv", dest / "costs.md", markdown)
     with atomic_path(dest / "provenance.md") as tmp:
         tmp.write_text(provenance(run_dir, command, wall_clock, machine, commit))
     return dest
