@@ -582,7 +582,7 @@ def fit_conditional(
 
     def inputs(i: int) -> dict[str, Tensor]:
         rows = batches(i)
-        return {"x": x[rows], "condition": condition[rows]}
+        return {"x": x[rows], "condition": condition[rows], **model.schedule(i)}
 
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     return fit(

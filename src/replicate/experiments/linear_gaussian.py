@@ -39,6 +39,8 @@ __all__ = [
     "LinearGaussian",
     "eps_sweep",
     "gaussian_kl",
+    "learned_eps_runs",
+    "learned_summary_table",
     "posterior_errors",
     "summary_table",
     "train_flow",
@@ -135,7 +137,7 @@ def posterior_errors(
 
 def train_flow(
     problem: LinearGaussian,
-    eps: float,
+    eps: float | None,
     *,
     seed: int = 0,
     n_train: int = 4096,
@@ -149,10 +151,11 @@ def train_flow(
 ) -> tuple[ConditionalFlow, dict[str, float]]:
     """Train the method on simulated pairs, the observation as a continuous condition:
     [x (d), padding (m)] <-> [z (d), y_hat (m)] (:meth:`ConditionalFlow.for_observations` with
-    ``noise_std=eps``), x and y standardised inside the model, early stopping on a held-out set.
-    Returns the flow (best epoch) and a summary: the training and held-out NLL of the best epoch
-    (the loss, constants dropped, so not comparable across ``eps``), the held-out
-    ``log_prob`` (constants included: comparable across ``eps``), epochs run, seconds."""
+    ``noise_std=eps``; None: eps learned, started at the observations' std), x and y standardised
+    inside the model, early stopping on a held-out set. Returns the flow (best epoch) and a
+    summary: the training and held-out NLL of the best epoch (the loss, constants dropped, so not
+    comparable across ``eps``), the held-out ``log_prob`` (constants included: comparable across
+    ``eps``), the eps the model ends with (mean over coordinates), epochs run, seconds."""
     generator = torch.Generator().manual_seed(seed)
     x, y = problem.simulate(n_train + n_validation, generator)
     x, y = x.float(), y.float()
@@ -182,6 +185,7 @@ def train_flow(
     with torch.no_grad():
         validation_log_prob = float(flow.log_prob(x[n_train:], y[n_train:]).mean())
     return flow.eval(), {
+        "eps_final": float(flow.eps_now().detach().mean()),
         "train_nll": float(np.mean([h["loss"] for h in best_epoch_losses])),
         "validation_nll": result.validation[best - 1],
         "validation_log_prob": validation_log_prob,
@@ -223,6 +227,51 @@ def eps_sweep(
     return pd.DataFrame(rows)
 
 
+def learned_eps_runs(
+    noise_levels: Sequence[float],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    n_observations: int = 200,
+    n_samples: int = 1000,
+    forward: Sequence[Sequence[float]] = DEFAULT_FORWARD,
+    **train_kwargs: float,
+) -> pd.DataFrame:
+    """The method with eps learned (no value given) at every noise level ``s``, scored as
+    :func:`eps_sweep` scores a fixed eps; ``eps_over_noise`` is where the learned eps settled,
+    over ``s``. One row per (s, seed)."""
+    rows = []
+    for s in noise_levels:
+        problem = LinearGaussian(torch.tensor(forward), s)
+        for seed in seeds:
+            flow, summary = train_flow(problem, None, seed=seed, **train_kwargs)
+            _, y_test = problem.simulate(
+                n_observations, torch.Generator().manual_seed(10_000 + seed)
+            )
+            torch.manual_seed(seed)
+            errors = posterior_errors(flow.sample(y_test.float(), n=n_samples), problem, y_test)
+            eps = flow.eps_now().tolist()
+            rows.append(
+                {"noise_std": s, "eps_over_noise": summary["eps_final"] / s, "seed": seed}
+                | {f"eps_{k}": e for k, e in enumerate(eps)}
+                | errors
+                | summary
+            )
+    return pd.DataFrame(rows)
+
+
+def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds of each metric of :func:`learned_eps_runs`, one row per s."""
+    from replicate.metrics import mean_std_cells, summarise
+
+    metrics = ["eps_over_noise", "kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"]
+    stats = summarise(frame, ["noise_std"], metrics)
+    table = stats[["noise_std"]].copy()
+    for m in metrics:
+        table[m] = mean_std_cells(stats[f"{m}_mean"], stats[f"{m}_std"], 1 if m == "epochs" else 3)
+    table["seeds"] = stats["n_seeds"]
+    return table
+
+
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of each metric (formatted cells), one row per (s, eps / s)."""
     from replicate.metrics import mean_std_cells, summarise
@@ -242,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
+        "--learned", action="store_true", help="eps learned instead of the --ratios sweep"
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         default=None,
@@ -251,15 +303,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     begin = time.perf_counter()
-    frame = eps_sweep(args.noise, args.ratios, args.seeds)
-    markdown = summary_table(frame).to_markdown(index=False, disable_numparse=True)
+    if args.learned:
+        frame, stem = learned_eps_runs(args.noise, args.seeds), "linear_gaussian_learned_eps"
+        table = learned_summary_table(frame)
+    else:
+        frame, stem = eps_sweep(args.noise, args.ratios, args.seeds), "linear_gaussian_eps"
+        table = summary_table(frame)
+    markdown = table.to_markdown(index=False, disable_numparse=True)
     print(markdown)
     print(f"\n{len(frame)} runs in {time.perf_counter() - begin:.0f} s")
     if args.run_dir is not None:
         tables = args.run_dir / "results" / "tables"
         tables.mkdir(parents=True, exist_ok=True)
-        stem = tables / "linear_gaussian_eps"
-        write_table(frame, stem.with_suffix(".csv"), stem.with_suffix(".md"), markdown)
+        path = tables / stem
+        write_table(frame, path.with_suffix(".csv"), path.with_suffix(".md"), markdown)
 
 
 if __name__ == "__main__":

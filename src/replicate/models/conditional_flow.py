@@ -31,6 +31,28 @@ from replicate.models.standardization import Standardization
 
 __all__ = ["ConditionalFlow", "StandardizedModel", "as_input", "sampling_inputs"]
 
+# A learned eps is exp(EPS_RATE * parameter): Adam moves a parameter by about its learning rate
+# per step, and log eps must travel several e-folds (from the observations' std down to the
+# noise) within one run, so it moves EPS_RATE times faster than a weight.
+EPS_RATE = 10.0
+
+
+def _per_coordinate(
+    value: float | Sequence[float], dim: int, name: str, positive: bool = True
+) -> Tensor:
+    """``value`` as one float32 per coordinate (a scalar is repeated), checked > 0 (>= 0)."""
+    values = torch.as_tensor(value, dtype=torch.float32).flatten()
+    if values.numel() == 1:
+        values = values.expand(dim).clone()
+    ok = (values > 0) if positive else (values >= 0)
+    if values.numel() != dim or not bool((ok & torch.isfinite(values)).all()):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{name} must be {bound}, one value or one per condition coordinate ({dim}), "
+            f"got {value}"
+        )
+    return values
+
 
 def as_input(
     model: nn.Module, t: Tensor | np.ndarray, name: str, width: int, ndims: tuple[int, ...] = (2,)
@@ -165,7 +187,11 @@ class StandardizedModel(nn.Module):
             self.x_standardization.fit(as_input(self, x, "x", self.data_dim))
         if condition is not None:
             self.c_standardization.fit(as_input(self, condition, "condition", self.condition_dim))
+            self._condition_fitted()
         return self
+
+    def _condition_fitted(self) -> None:
+        """Hook: the condition's standardisation was just fitted."""
 
     # -- training: what the shared trainer calls (replicate.training.TrainingStep) ------------
     def schedule(self, iteration: int) -> dict[str, Tensor]:
@@ -206,17 +232,31 @@ class ConditionalFlow(StandardizedModel):
     the affine maps are buffers saved with the weights, undone when sampling and predicting, and
     included exactly in :meth:`log_prob` and :meth:`nll` (the Jacobian of the map of x).
 
+    ``eps`` need not be set by hand (issue 28, README "Choosing eps"): with ``learn_eps`` it is a
+    per-coordinate parameter fitted by maximum likelihood with the rest (the loss then keeps the
+    term ``sum(log eps)`` that the paper drops), started at ``eps`` (None: at the condition's std
+    once :meth:`fit_standardization` sees it) and kept above ``eps_min``; with ``anneal_from`` it
+    falls geometrically from that value to ``eps`` over the first ``anneal_iterations`` training
+    iterations (:meth:`schedule`), then stays there.
+
     Args:
         data_dim: D, the size of x.
         condition_dim: M, the size of the condition (a one-hot label, an observation).
         latent_dim: K >= 1, the size of the dummy variable z.
-        eps: std of the noise on the condition output, in the condition's units (paper: 0.1).
+        eps: std of the noise on the condition output, in the condition's units (paper: 0.1);
+            with ``learn_eps`` its starting value, with ``anneal_from`` its final one.
         sigma: standard deviation of the noise on the zero padding (paper: 0.05).
         n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network, see
             :class:`replicate.models.flows.InvertibleNetwork`.
+        learn_eps: fit eps by maximum likelihood (one value per condition coordinate).
+        eps_min: the learned eps's floor, in the condition's units (one value or one per
+            coordinate; for a deterministic simulator it is the posterior's thickness).
+        anneal_from: anneal eps from this value (condition's units) down to ``eps``.
+        anneal_iterations: the iterations the annealing takes.
     """
 
     eps_per_dim: Tensor
+    eps_floor: Tensor
 
     def __init__(
         self,
@@ -231,6 +271,10 @@ class ConditionalFlow(StandardizedModel):
         clamp: float = 2.0,
         permutation_seed: int | None = 0,
         init_scale: float | None = None,
+        learn_eps: bool = False,
+        eps_min: float | Sequence[float] = 0.0,
+        anneal_from: float | Sequence[float] | None = None,
+        anneal_iterations: int = 0,
     ) -> None:
         for name, value in (("data_dim", data_dim), ("condition_dim", condition_dim)):
             if value < 1:
@@ -255,21 +299,35 @@ class ConditionalFlow(StandardizedModel):
                 "latent_dim >= data_dim for a posterior that can spread in every direction",
                 stacklevel=2,
             )
-        eps_values = torch.as_tensor(eps, dtype=torch.float32).flatten()
-        if eps_values.numel() == 1:
-            eps_values = eps_values.expand(condition_dim).clone()
-        if eps_values.numel() != condition_dim or not bool((eps_values > 0).all()):
+        if eps is None and not learn_eps:
+            raise ValueError("eps=None (start at the condition's std) needs learn_eps=True")
+        eps_values = _per_coordinate(1.0 if eps is None else eps, condition_dim, "eps")
+        floor = _per_coordinate(eps_min, condition_dim, "eps_min", positive=False)
+        if learn_eps and not bool((eps_values > floor).all()):
             raise ValueError(
-                f"eps must be > 0, one value or one per condition coordinate ({condition_dim}), "
-                f"got {eps}"
+                f"the learned eps must start above eps_min: eps {eps}, eps_min {eps_min}"
             )
+        if anneal_from is not None:
+            if learn_eps:
+                raise ValueError("choose one of learn_eps and anneal_from, not both")
+            start = _per_coordinate(anneal_from, condition_dim, "anneal_from")
+            if anneal_iterations < 1:
+                raise ValueError(f"anneal_iterations must be >= 1, got {anneal_iterations}")
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         super().__init__(data_dim, condition_dim)
         self.latent_dim, self.pad_dim = latent_dim, pad_dim
-        self.eps = eps if isinstance(eps, float | int) else tuple(float(e) for e in eps)
+        self.eps = eps if eps is None or isinstance(eps, float | int) else tuple(map(float, eps))
         self.sigma = sigma
         self.register_buffer("eps_per_dim", eps_values)
+        self.learn_eps = learn_eps
+        self.anneal_iterations = anneal_iterations if anneal_from is not None else 0
+        if learn_eps:
+            self.register_buffer("eps_floor", floor)
+            # eps = floor + exp(EPS_RATE * log_eps_excess): above the floor, free to approach it.
+            self.log_eps_excess = nn.Parameter(torch.log(eps_values - floor) / EPS_RATE)
+        if anneal_from is not None:
+            self.register_buffer("eps_start", start)
         self.network = InvertibleNetwork(
             data_dim + pad_dim,
             n_blocks,
@@ -285,36 +343,66 @@ class ConditionalFlow(StandardizedModel):
         cls,
         data_dim: int,
         observation_dim: int,
-        noise_std: float | Sequence[float],
+        noise_std: float | Sequence[float] | None = None,
+        eps_min: float | Sequence[float] = 0.0,
         **network: float | int | None,
     ) -> ConditionalFlow:
-        """The method for a continuous, noisy observation: ``eps`` = the observation's noise std
-        (its units; one value or one per coordinate), ``latent_dim = data_dim`` so the posterior
-        can spread in every direction (padding = ``observation_dim``), ``sigma`` 0.05.
+        """The method for a continuous observation: ``latent_dim = data_dim`` so the posterior
+        can spread in every direction (padding = ``observation_dim``), ``sigma`` 0.05, and
+        ``eps`` = the observation's noise std where it is known (its units; one value or one per
+        coordinate), else learned (``noise_std=None``: started at the observations' std once
+        :meth:`fit_standardization` sees them, kept above ``eps_min``).
 
-        The rule behind it, measured on the linear-Gaussian problem
-        (``python -m replicate.experiments.linear_gaussian``, README): the posterior is recovered at
-        ``eps = noise_std`` and clearly missed at a tenth of it or three times it. When the
-        noise is not known, compare a few ``eps`` by held-out :meth:`log_prob` (not by the loss,
-        whose dropped constants depend on ``eps``).
+        Measured on the linear-Gaussian problem (README;
+        ``python -m replicate.experiments.linear_gaussian``): the posterior is recovered at
+        ``eps = noise_std`` and clearly missed at a tenth of it or three times it; the learned eps
+        needs no value at all.
 
         Example:
             >>> flow = ConditionalFlow.for_observations(4, 2, noise_std=0.05, n_blocks=2, hidden=8)
             >>> flow.latent_dim, flow.pad_dim, flow.eps
             (4, 2, 0.05)
+            >>> learned = ConditionalFlow.for_observations(4, 2, n_blocks=2, hidden=8)
+            >>> learned.fit_standardization(torch.randn(100, 4), 3 * torch.randn(100, 2)).learn_eps
+            True
+            >>> bool((learned.eps_now() - learned.c_standardization.scale).abs().max() < 1e-5)
+            True
         """
         network.setdefault("sigma", 0.05)
-        return cls(data_dim, observation_dim, latent_dim=data_dim, eps=noise_std, **network)
+        learned = {"learn_eps": True, "eps_min": eps_min} if noise_std is None else {}
+        return cls(
+            data_dim, observation_dim, latent_dim=data_dim, eps=noise_std, **learned, **network
+        )
 
     def extra_repr(self) -> str:
         return (
             f"x ({self.data_dim}) + padding ({self.pad_dim}) <-> z ({self.latent_dim}) + "
             f"condition ({self.condition_dim}), eps={self.eps}, sigma={self.sigma}"
+            + (", eps learned" if self.learn_eps else "")
+            + (
+                f", annealed over {self.anneal_iterations} iterations"
+                if self.anneal_iterations
+                else ""
+            )
         )
+
+    def _condition_fitted(self) -> None:
+        # A learned eps given no start begins at the observations' std (per coordinate).
+        if self.learn_eps and self.eps is None:
+            with torch.no_grad():
+                start = torch.maximum(self.c_standardization.scale, self.eps_floor * 2)
+                self.log_eps_excess.copy_(torch.log(start - self.eps_floor) / EPS_RATE)
+
+    def eps_now(self) -> Tensor:
+        """eps in the condition's units, one value per coordinate: the fixed (or, after the
+        annealing, final) one, or the learned one as it stands."""
+        if self.learn_eps:
+            return self.eps_floor + torch.exp(EPS_RATE * self.log_eps_excess)
+        return self.eps_per_dim
 
     def _eps(self) -> Tensor:
         """eps in the standardised condition's units, one value per coordinate."""
-        return self.eps_per_dim / self.c_standardization.scale
+        return self.eps_now() / self.c_standardization.scale
 
     def _pad(self, x: Tensor, noise: bool, generator: torch.Generator | None = None) -> Tensor:
         pad = x.new_zeros(x.shape[0], self.pad_dim)
@@ -351,11 +439,47 @@ class ConditionalFlow(StandardizedModel):
         return self._nll(x, condition, generator)
 
     def _nll(
-        self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        condition: Tensor,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
     ) -> Tensor:
         z, c_hat, log_det = self._forward(x, noise=True, generator=generator)
-        residual = (c_hat - self.c_standardization(condition)) / self._eps()
-        return 0.5 * (z**2).sum(dim=1) + 0.5 * (residual**2).sum(dim=1) - log_det
+        eps_std = self._eps() if eps is None else eps / self.c_standardization.scale
+        residual = (c_hat - self.c_standardization(condition)) / eps_std
+        nll = 0.5 * (z**2).sum(dim=1) + 0.5 * (residual**2).sum(dim=1) - log_det
+        if self.learn_eps:  # the constant the paper drops is what fits eps
+            nll = nll + torch.log(eps_std).sum()
+        return nll
+
+    def schedule(self, iteration: int) -> dict[str, Tensor]:
+        """The annealed eps of training iteration ``iteration`` (condition's units), geometric
+        from ``anneal_from`` to ``eps`` over ``anneal_iterations``; nothing for a fixed or
+        learned eps.
+
+        Example:
+            >>> flow = ConditionalFlow(2, 1, 2, eps=0.01, anneal_from=1.0, anneal_iterations=4,
+            ...                        n_blocks=1, hidden=4)
+            >>> [round(float(flow.schedule(i)["eps"][0]), 4) for i in (0, 2, 4, 9)]
+            [1.0, 0.1, 0.01, 0.01]
+        """
+        if not self.anneal_iterations:
+            return {}
+        done = min(1.0, iteration / self.anneal_iterations)
+        start, end = self.eps_start.double(), self.eps_per_dim.double()
+        return {"eps": (start * (end / start) ** done).float()}
+
+    def loss_terms(
+        self, x: Tensor, condition: Tensor, eps: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The training loss of one batch, ``{"loss": mean NLL}`` (and ``"eps"``, its mean over
+        coordinates, when eps is learned or annealed), with no input checks (no host
+        synchronisation): the trainer checks the data set once, the public methods every call."""
+        if not (self.learn_eps or self.anneal_iterations):
+            return {"loss": self._nll(x, condition).mean()}
+        loss = self._nll(x, condition, eps=eps).mean()
+        return {"loss": loss, "eps": (self.eps_now() if eps is None else eps).detach().mean()}
 
     def log_prob(self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray) -> Tensor:
         """Estimate of log p(x | c), one value per row, constants included.
