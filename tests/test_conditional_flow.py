@@ -271,3 +271,83 @@ def test_training_learns_a_conditional_gaussian() -> None:
         samples = flow.sample(torch.eye(2)[k], n=500)
         near = ((samples - centres[k]).norm(dim=1) < 1.2).float().mean()
         assert near > 0.9, f"only {near:.2f} of the class-{k} samples lie near its centre"
+
+
+# -- eps learned or annealed (issue 28) -----------------------------------------------------------
+def test_learned_eps_keeps_the_log_eps_term_and_its_density_is_a_fixed_eps_flows() -> None:
+    """With eps learned, the loss is the fixed-eps loss at the current eps plus sum(log eps)
+    (standardised units): the full Gaussian NLL of c_hat, whose minimiser in eps is the RMS
+    residual; and log_prob is that of a fixed-eps flow with the same weights at that eps."""
+    torch.manual_seed(0)
+    learned = ConditionalFlow(
+        3, 2, 3, eps=[0.2, 0.5], learn_eps=True, eps_min=0.05, n_blocks=2, hidden=8
+    )
+    learned.fit_standardization(torch.randn(200, 3), 2 * torch.randn(200, 2))
+    eps = learned.eps_now().detach()
+    torch.testing.assert_close(eps, torch.tensor([0.2, 0.5]))
+    fixed = ConditionalFlow(3, 2, 3, eps=eps.tolist(), n_blocks=2, hidden=8)
+    state = learned.state_dict()
+    fixed.load_state_dict(
+        {k: v for k, v in state.items() if k not in ("log_eps_excess", "eps_floor")}
+    )
+    x, c = torch.randn(16, 3), torch.randn(16, 2)
+    log_eps = torch.log(eps / learned.c_standardization.scale).sum()
+    torch.manual_seed(1)
+    nll_learned = learned.nll(x, c)
+    torch.manual_seed(1)
+    nll_fixed = fixed.nll(x, c)
+    torch.testing.assert_close(nll_learned, nll_fixed + log_eps)
+    torch.testing.assert_close(learned.log_prob(x, c), fixed.log_prob(x, c))
+    assert set(learned.loss_terms(x, c)) == {"loss", "eps"}
+
+
+def test_learned_eps_stays_above_its_floor_and_survives_a_save_and_load() -> None:
+    flow = ConditionalFlow(2, 1, 2, eps=0.3, learn_eps=True, eps_min=0.1, n_blocks=1, hidden=4)
+    with torch.no_grad():
+        flow.log_eps_excess.fill_(-100.0)  # as far down as training could push it
+    assert float(flow.eps_now()) == pytest.approx(0.1)
+    again = ConditionalFlow(2, 1, 2, eps=0.3, learn_eps=True, eps_min=0.1, n_blocks=1, hidden=4)
+    again.load_state_dict(flow.state_dict())
+    assert float(again.eps_now()) == pytest.approx(0.1)
+    assert "log_eps_excess" in dict(flow.named_parameters())  # the optimiser trains it
+
+
+def test_learned_eps_given_no_start_begins_at_the_observations_std() -> None:
+    flow = ConditionalFlow.for_observations(2, 2, n_blocks=1, hidden=4)
+    y = torch.randn(500, 2) * torch.tensor([0.5, 4.0])
+    flow.fit_standardization(torch.randn(500, 2), y)
+    torch.testing.assert_close(flow.eps_now().detach(), y.std(0), rtol=1e-5, atol=1e-6)
+
+
+def test_annealed_eps_reaches_its_target_and_trains_with_the_scheduled_value() -> None:
+    flow = ConditionalFlow(
+        2, 1, 2, eps=0.01, anneal_from=1.0, anneal_iterations=10, n_blocks=1, hidden=4
+    )
+    values = [float(flow.schedule(i)["eps"][0]) for i in range(12)]
+    assert values[0] == pytest.approx(1.0) and values[10] == values[11] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(values[:10], values[1:11], strict=True))
+    x, c = torch.randn(8, 2), torch.randn(8, 1)
+    torch.manual_seed(0)
+    start = flow.loss_terms(x, c, **flow.schedule(0))
+    reference = ConditionalFlow(2, 1, 2, eps=1.0, n_blocks=1, hidden=4)
+    weights = {k: v for k, v in flow.state_dict().items() if not k.startswith("eps_")}
+    reference.load_state_dict(weights, strict=False)  # its own eps, 1.0
+    torch.manual_seed(0)
+    torch.testing.assert_close(start["loss"], reference.nll(x, c).mean())
+    assert float(start["eps"]) == pytest.approx(1.0)
+    assert float(flow.eps_now()) == pytest.approx(0.01)  # sampling and log_prob: the target
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps": None}, "needs learn_eps"),
+        ({"eps": 0.1, "learn_eps": True, "eps_min": 0.2}, "must start above eps_min"),
+        ({"eps": 0.1, "learn_eps": True, "anneal_from": 1.0, "anneal_iterations": 5}, "not both"),
+        ({"eps": 0.1, "anneal_from": 1.0}, "anneal_iterations must be >= 1"),
+        ({"eps": 0.1, "learn_eps": True, "eps_min": -1.0}, "eps_min must be >= 0"),
+    ],
+)
+def test_bad_eps_options_are_refused_naming_them(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ConditionalFlow(2, 1, 2, n_blocks=1, hidden=4, **kwargs)

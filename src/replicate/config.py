@@ -280,12 +280,22 @@ def _check_kinematics(kin: Mapping[str, Any]) -> None:
                 f"kinematics.c2st_observations ({kin['c2st_observations']}) must be <= "
                 f"kinematics.n_observations ({n_obs})"
             )
-    eps = kin.get("ours", {}).get("eps", [])
-    names = [f"{float(e):g}" for e in eps]
-    if len(set(names)) < len(names):
+    ours = kin.get("ours", {})
+    for key, prefix in (
+        ("eps", "ours_eps"),
+        ("learned_eps_min", "ours_learned"),
+        ("annealed_eps", "ours_annealed"),
+    ):
+        values = ours.get(key, [])
+        names = [f"{float(e):g}" for e in values]
+        if len(set(names)) < len(names):
+            raise ConfigError(
+                f"kinematics.ours.{key} {values}: values that agree to 6 significant digits "
+                f"would give two models one name ({prefix}<value>); drop one"
+            )
+    if ours.get("annealed_eps") and "anneal" not in ours:
         raise ConfigError(
-            f"kinematics.ours.eps {eps}: values that agree to 6 significant digits would give "
-            "two models one name (ours_eps<eps>); drop one"
+            "kinematics.ours.annealed_eps needs kinematics.ours.anneal {from, fraction}"
         )
     weights = kin.get("inn", {}).get("weights", {})
     if weights and not any(w > 0 for w in weights.values()):

@@ -38,7 +38,7 @@ from replicate.experiments.kinematics.problem import (
     forward,
     joint_positions,
 )
-from replicate.experiments.kinematics.settings import model_kind, ours_eps
+from replicate.experiments.kinematics.settings import model_kind, ours_variant
 from replicate.plots import save_figure, use_style
 
 __all__ = ["figure_eps", "figure_posteriors", "plot_eps", "plot_posteriors"]
@@ -55,7 +55,15 @@ _TITLES = {REFERENCE_MODEL: "rejection (reference)", "inn": "INN", "cinn": "cINN
 def _title(name: str) -> str:
     if name in _TITLES:
         return _TITLES[name]
-    return f"ours, eps = {ours_eps(name):g}"
+    variant, value = ours_variant(name)
+    how = {"fixed": "eps =", "learned": "eps learned >=", "annealed": "eps annealed to"}[variant]
+    return f"ours, {how} {value:g}"
+
+
+def _ours(name: str, variant: str) -> bool:
+    return (
+        name != REFERENCE_MODEL and model_kind(name) == "ours" and ours_variant(name)[0] == variant
+    )
 
 
 def figure_posteriors(
@@ -140,15 +148,21 @@ def plot_posteriors(
 
 
 def figure_eps(table: pd.DataFrame) -> Figure:
-    """Ours' MMD and re-simulation error against ``eps`` (mean +- std over seeds), with the
-    other models and the reference floor as horizontal lines; ``table`` is the metrics CSV."""
+    """Ours' MMD and re-simulation error against ``eps`` (mean +- std over seeds; a learned eps
+    at its floor, an annealed one at its target, as markers), with the other models and the
+    reference floor as horizontal lines; ``table`` is the metrics CSV."""
     use_style()
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
-    ours = table[table["model"].map(lambda m: m != REFERENCE_MODEL and model_kind(m) == "ours")]
-    eps = ours["model"].map(ours_eps).to_numpy()
+    ours = table[table["model"].map(lambda m: _ours(m, "fixed"))]
+    eps = ours["model"].map(lambda m: ours_variant(m)[1]).to_numpy()
     order = np.argsort(eps)
     others = [m for m in table["model"] if m == REFERENCE_MODEL or model_kind(m) != "ours"]
+    # Learned and annealed eps: one marker each, at the floor / target eps it was given.
+    markers = {
+        "learned": ("s", "tab:purple", "ours, eps learned (at its floor)"),
+        "annealed": ("^", "tab:red", "ours, eps annealed (at its target)"),
+    }
     styles = {REFERENCE_MODEL: ("k", ":"), "inn": ("tab:orange", "--"), "cinn": ("tab:green", "-.")}
     for ax, key, label in (
         (axes[0], "mmd", "posterior MMD$^2$ to the reference"),
@@ -162,8 +176,21 @@ def figure_eps(table: pd.DataFrame) -> Figure:
             marker="o",
             capsize=3,
             color="tab:blue",
-            label="ours",
+            label="ours, eps fixed",
         )
+        for variant, (marker, color, marker_label) in markers.items():
+            rows = table[table["model"].map(lambda m, v=variant: _ours(m, v))]
+            if len(rows):
+                ax.errorbar(
+                    rows["model"].map(lambda m: ours_variant(m)[1]),
+                    rows[f"{key}_mean"],
+                    yerr=np.nan_to_num(rows[f"{key}_std"].to_numpy()),
+                    marker=marker,
+                    ls="none",
+                    capsize=3,
+                    color=color,
+                    label=marker_label,
+                )
         for name in others:
             row = table[table["model"] == name].iloc[0]
             color, ls = styles.get(name, ("gray", "-"))

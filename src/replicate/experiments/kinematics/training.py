@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from replicate.experiments.kinematics.problem import forward, sample_prior
-from replicate.experiments.kinematics.settings import model_kind, ours_eps
+from replicate.experiments.kinematics.settings import model_kind
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.flows import network_kwargs
@@ -111,8 +111,8 @@ def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
                     DATA_DIM,
                     OBSERVATION_DIM,
                     latent_dim,
-                    eps=ours_eps(name),
                     sigma=0.0,  # no padding to put noise on
+                    **_eps_settings(cfg, settings["training"]["iterations"]),
                     **network,
                 )
         return INN(
@@ -134,6 +134,22 @@ def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
 def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
     return {"experiment": "kinematics", "model": name, **settings}
+
+
+def _eps_settings(ours: Mapping[str, Any], iterations: int) -> dict[str, Any]:
+    """ConditionalFlow's eps arguments from ours' training section: a fixed eps, a learned one
+    (``eps_min``; started at the observations' std) or one annealed to ``eps`` from
+    ``anneal.from`` over ``anneal.fraction`` of the run."""
+    if ours.get("eps_min") is not None:
+        return {"eps": None, "learn_eps": True, "eps_min": ours["eps_min"]}
+    if "anneal" in ours:
+        steps = max(1, round(ours["anneal"]["fraction"] * iterations))
+        return {
+            "eps": ours["eps"],
+            "anneal_from": ours["anneal"]["from"],
+            "anneal_iterations": steps,
+        }
+    return {"eps": ours["eps"]}
 
 
 def training_setup(
