@@ -49,7 +49,12 @@ _SEGMENT_COLORS = ("#3182bd", "#6baed6", "#9ecae1")
 _ARM_X, _ARM_Y = (-0.35, 2.25), (-1.3, 1.3)
 # Half-width of the end-point panels around y*, in units of the plane.
 _END_WINDOW = 0.12
-_TITLES = {REFERENCE_MODEL: "rejection (reference)", "inn": "INN", "cinn": "cINN"}
+_TITLES = {
+    REFERENCE_MODEL: "rejection (reference)",
+    "inn": "INN",
+    "cinn": "cINN",
+    "npe": "NPE (sbi)",
+}
 
 
 def _title(name: str) -> str:
@@ -163,7 +168,12 @@ def figure_eps(table: pd.DataFrame) -> Figure:
         "learned": ("s", "tab:purple", "ours, eps learned (at its floor)"),
         "annealed": ("^", "tab:red", "ours, eps annealed (at its target)"),
     }
-    styles = {REFERENCE_MODEL: ("k", ":"), "inn": ("tab:orange", "--"), "cinn": ("tab:green", "-.")}
+    styles = {
+        REFERENCE_MODEL: ("k", ":"),
+        "inn": ("tab:orange", "--"),
+        "cinn": ("tab:green", "-."),
+        "npe": ("tab:brown", (0, (5, 1, 1, 1))),
+    }
     for ax, key, label in (
         (axes[0], "mmd", "posterior MMD$^2$ to the reference"),
         (axes[1], "resimulation_error", "re-simulation error $E\\|f(x) - y^*\\|^2$"),

@@ -31,6 +31,7 @@ __all__ = [
     "joint_positions",
     "rejection_sample",
     "sample_prior",
+    "simulated_batch",
 ]
 
 log = logging.getLogger("replicate")
@@ -180,3 +181,16 @@ def rejection_sample(
         ]
     )
     return RejectionSamples(samples=samples, n_drawn=n_drawn, max_distance=max_distance)
+
+
+def simulated_batch(n: int, seed: int, index: int) -> tuple[Tensor, Tensor]:
+    """``n`` fresh training pairs (x, y = f(x)) in float64, drawn from a generator seeded by
+    ``(seed, index)`` alone.
+
+    Example:
+        >>> a, b = simulated_batch(4, 0, 3), simulated_batch(4, 0, 3)
+        >>> bool((a[0] == b[0]).all()), tuple(a[1].shape)
+        (True, (4, 2))
+    """
+    x = sample_prior(n, torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index)))
+    return x, forward(x)

@@ -5,8 +5,9 @@ Ours runs once per configured ``eps`` (its one knob sets how sharply it conditio
 continuous observation), named ``ours_eps<eps>``; once per ``learned_eps_min``, with eps learned
 by maximum likelihood above that floor (``ours_learned<eps_min>``); once per ``annealed_eps``,
 with eps annealed from ``anneal.from`` down to that value (``ours_annealed<eps>``); the INN and
-the cINN once each. Free of torch on purpose, like :mod:`replicate.experiments.gmm.settings`: the
-workflow imports it while parsing.
+the cINN once each; with an ``npe`` section, sbi's neural posterior estimation (``npe``, the
+field's standard baseline, :mod:`~replicate.experiments.kinematics.npe`). Free of torch on
+purpose, like :mod:`replicate.experiments.gmm.settings`: the workflow imports it while parsing.
 
 Example:
     >>> cfg = {"ours": {"eps": [0.1, 0.03], "learned_eps_min": [0.01]}, "inn": {}, "cinn": {}}
@@ -45,13 +46,14 @@ VARIANT_KEYS = ("eps", "learned_eps_min", "annealed_eps", "anneal")
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
     """Ours once per ``ours.eps``, ``ours.learned_eps_min`` and ``ours.annealed_eps`` (in that
-    order, each as configured), then the INN and the cINN."""
+    order, each as configured), then the INN, the cINN and, with an ``npe`` section, sbi's NPE."""
     ours = config["ours"]
-    return [
+    names = [
         f"{prefix}{float(value):g}"
         for prefix, key in _VARIANTS.values()
         for value in ours.get(key, [])
-    ] + ["inn", "cinn"]
+    ]
+    return names + ["inn", "cinn"] + (["npe"] if "npe" in config else [])
 
 
 def ours_variant(name: str) -> tuple[str, float]:
@@ -80,8 +82,8 @@ def ours_variant(name: str) -> tuple[str, float]:
 
 
 def model_kind(name: str) -> str:
-    """``ours``, ``inn`` or ``cinn``: the config section that configures model ``name``."""
-    if name in ("inn", "cinn"):
+    """``ours``, ``inn``, ``cinn`` or ``npe``: the config section that configures ``name``."""
+    if name in ("inn", "cinn", "npe"):
         return name
     ours_variant(name)
     return "ours"
@@ -106,6 +108,9 @@ def training_settings(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """
     kind = model_kind(name)
     section = dict(config[kind])
+    if kind == "npe":  # the pairs it is given, and its own settings
+        budget = {k: config["training"][k] for k in ("iterations", "batch_size")}
+        return {"training": budget, "npe": section}
     if kind == "ours":
         variant, value = ours_variant(name)
         key = _VARIANTS[variant][1]

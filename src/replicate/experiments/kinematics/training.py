@@ -44,7 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from replicate.experiments.kinematics.problem import forward, sample_prior
+from replicate.experiments.kinematics.npe import load_npe, train_npe_model
+from replicate.experiments.kinematics.problem import simulated_batch
 from replicate.experiments.kinematics.settings import model_kind
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
@@ -69,19 +70,6 @@ log = logging.getLogger("replicate")
 DATA_DIM, OBSERVATION_DIM = 4, 2
 # Offsets of the generators a run draws from besides its batches (one stream per purpose).
 _STANDARDIZATION_STREAM = 7_919
-
-
-def simulated_batch(n: int, seed: int, index: int) -> tuple[Tensor, Tensor]:
-    """``n`` fresh training pairs (x, y = f(x)) in float64, drawn from a generator seeded by
-    ``(seed, index)`` alone.
-
-    Example:
-        >>> a, b = simulated_batch(4, 0, 3), simulated_batch(4, 0, 3)
-        >>> bool((a[0] == b[0]).all()), tuple(a[1].shape)
-        (True, (4, 2))
-    """
-    x = sample_prior(n, torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index)))
-    return x, forward(x)
 
 
 def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
@@ -198,6 +186,17 @@ def train_kinematics_model(
     status (``diverged: true``), its last finite weights saved (see
     :func:`replicate.training.fit_to_files`).
     """
+    if model_kind(name) == "npe":  # sbi's own training loop
+        return train_npe_model(
+            name,
+            settings,
+            seed,
+            device,
+            checkpoint_path,
+            status_path,
+            history_path=history_path,
+            threads=threads,
+        )
     use_threads(threads)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     training = settings["training"]
@@ -245,6 +244,8 @@ def load_kinematics_model(
 
     Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
     """
+    if model_kind(name) == "npe":
+        return load_npe(checkpoint_path, settings, device)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, settings), dev)
     module = build_model(name, settings, seed=0).to(dev)
