@@ -45,6 +45,7 @@ import yaml
 from replicate.experiments.gmm import training as gmm_training
 from replicate.experiments.gmm.settings import training_settings as gmm_settings
 from replicate.experiments.kinematics import training as kinematics_training
+from replicate.experiments.kinematics.settings import model_kind
 from replicate.experiments.kinematics.settings import model_names as kinematics_models
 from replicate.experiments.kinematics.settings import training_settings as kinematics_settings
 from replicate.experiments.latent.autoencoder import autoencoder_training_setup
@@ -77,6 +78,8 @@ def model_setups(config: dict[str, Any]) -> dict[str, Callable[[torch.device], T
             )
     kin = config["kinematics"]
     for model in kinematics_models(kin):
+        if model_kind(model) == "npe":  # sbi's own training loop, not a TrainingStep
+            continue
         settings = kinematics_settings(kin, model)
         setups[f"kinematics_{model}"] = lambda d, m=model, s=settings: (
             kinematics_training.training_setup(m, s, 0, d)
