@@ -325,9 +325,9 @@ class KilledAfterCheckpoint(Exception):
 @contextlib.contextmanager
 def killed_after_checkpoints(n: int) -> Iterator[None]:
     """Run the block as a training job killed right after its ``n``-th resume checkpoint."""
-    import replicate.training as training
+    import replicate.checkpoints as checkpoints
 
-    real_save, saves = training.save_checkpoint, 0
+    real_save, saves = checkpoints.save_checkpoint, 0
 
     def save_then_die(*args, **kwargs):
         nonlocal saves
@@ -336,9 +336,9 @@ def killed_after_checkpoints(n: int) -> Iterator[None]:
         if saves == n:
             raise KilledAfterCheckpoint
 
-    training.save_checkpoint = save_then_die
+    checkpoints.save_checkpoint = save_then_die
     try:
         with pytest.raises(KilledAfterCheckpoint):
             yield
     finally:
-        training.save_checkpoint = real_save
+        checkpoints.save_checkpoint = real_save

@@ -11,6 +11,7 @@ import torch
 from conftest import killed_after_checkpoints
 
 import replicate.experiments.latent.autoencoder as ae_module
+from replicate.checkpoints import model_tensors
 from replicate.experiments.latent.autoencoder import (
     AutoEncoder,
     encode_images,
@@ -20,7 +21,6 @@ from replicate.experiments.latent.autoencoder import (
     train_autoencoder,
 )
 from replicate.runtime import CheckpointMismatch, save_checkpoint
-from replicate.training import model_tensors
 
 torch.set_num_threads(1)
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from replicate.checkpoints import model_tensors, restore_model
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.flows import standard_normal_log_prob
 from replicate.models.inn import INN, mmd_multiscale
 from replicate.models.standardization import Standardization
-from replicate.training import model_tensors, restore_model
 
 torch.set_num_threads(1)
 SHIFT_X, SCALE_X = torch.tensor([10.0, -3.0], dtype=torch.float64), torch.tensor([4.0, 0.5])

@@ -9,18 +9,15 @@ import pytest
 import torch
 from conftest import killed_after_checkpoints
 
-import replicate.training as training_module
+from replicate.checkpoints import Resume, optimizer_tensors, restore_optimizer, save_run
 from replicate.runtime import TrainingDiverged
 from replicate.training import (
     EpochBatches,
     FitResult,
-    Resume,
     Validation,
     epoch_permutation,
     fit,
     make_optimizer,
-    optimizer_tensors,
-    restore_optimizer,
 )
 
 
@@ -105,10 +102,11 @@ def test_checkpoint_of_another_configuration_starts_over(tmp_path: Path) -> None
     path = tmp_path / "run.safetensors"
     w = torch.nn.Parameter(torch.ones(1))
     optimizer = make_optimizer([w], lr=0.1)
-    training_module._save(
+    save_run(
         Resume(path, torch.nn.ParameterList([w]), {"lr": 0.2}),
         optimizer,
-        FitResult(history=[{"loss": 1.0}] * 4),
+        [{"loss": 1.0}] * 4,
+        [],
         {},
     )
     result = fit(
@@ -156,12 +154,7 @@ def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
     w = torch.nn.Parameter(torch.ones(1))
     saved = torch.nn.ParameterList([torch.nn.Parameter(torch.full((1,), 7.0))])
     # 3 iterations of history: not a whole number of this run's 4-iteration segments.
-    training_module._save(
-        Resume(path, saved, {}),
-        make_optimizer(saved, lr=0.1),
-        FitResult(history=[{"loss": 1.0}] * 3),
-        {},
-    )
+    save_run(Resume(path, saved, {}), make_optimizer(saved, lr=0.1), [{"loss": 1.0}] * 3, [], {})
     seen: list[float] = []
 
     def step(i: int) -> dict[str, torch.Tensor]:

@@ -33,15 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import Resume, model_tensors, restore_model
 from replicate.runtime import load_checkpoint, save_checkpoint, write_json
-from replicate.training import (
-    EpochBatches,
-    Resume,
-    fit,
-    make_optimizer,
-    model_tensors,
-    restore_model,
-)
+from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from replicate.checkpoints import Resume
 from replicate.experiments.latent.models import (
     N_CLASSES,
     LatentCINN,
@@ -20,7 +21,7 @@ from replicate.experiments.latent.models import (
     _flow_metadata,
     network_kwargs,
 )
-from replicate.training import EpochBatches, Resume, fit, make_optimizer
+from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = ["latent_training_setup", "train_latent_cinn", "train_latent_flow"]

@@ -1,0 +1,184 @@
+"""Checkpoints of a training run: the model's and the optimiser's state as named tensors
+(safetensors, no pickle), and the resume checkpoint from which a killed run continues with the
+numbers of an uninterrupted one (:class:`Resume`, written by :func:`save_run` at the end of every
+segment and read by :func:`restore_run`).
+
+Example:
+    >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> restore_model(b, model_tensors(a)); bool((a.weight == b.weight).all())
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from replicate.runtime import CheckpointMismatch, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "Resume",
+    "model_tensors",
+    "optimizer_tensors",
+    "restore_model",
+    "restore_optimizer",
+    "restore_run",
+    "save_run",
+    "snapshot",
+]
+
+log = logging.getLogger("replicate")
+
+
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state as named tensors ``model.<name>``, for a safetensors checkpoint.
+
+    Example:
+        >>> sorted(model_tensors(torch.nn.Linear(2, 1)))
+        ['model.bias', 'model.weight']
+    """
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+    """Load what :func:`model_tensors` saved back into ``model`` (other names are ignored).
+
+    Example:
+        >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+        >>> restore_model(b, model_tensors(a)); bool((a.weight == b.weight).all())
+        True
+    """
+    prefix = "model."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The optimiser's state as flat named tensors, for a safetensors checkpoint (no pickle).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p])
+        >>> p.sum().backward(); opt.step()
+        >>> sorted(optimizer_tensors(opt))
+        ['optimizer.0.exp_avg', 'optimizer.0.exp_avg_sq', 'optimizer.0.step']
+    """
+    out: dict[str, Tensor] = {}
+    for index, entries in optimizer.state_dict()["state"].items():
+        for key, value in entries.items():
+            out[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor]) -> None:
+    """Load what :func:`optimizer_tensors` saved back into ``optimizer`` (same parameters).
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2))
+        >>> opt = torch.optim.Adam([p]); p.sum().backward(); opt.step()
+        >>> opt2 = torch.optim.Adam([p]); restore_optimizer(opt2, optimizer_tensors(opt))
+        >>> float(opt2.state_dict()["state"][0]["step"])
+        1.0
+    """
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value.clone()
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run keeps its resume checkpoint, and under which configuration.
+
+    The checkpoint holds the model, the optimiser state and the loss history; it is written
+    atomically at the end of every segment and deleted when the run finishes. A checkpoint
+    written under other ``metadata`` (another configuration) is ignored with a warning.
+    """
+
+    path: str | os.PathLike
+    model: nn.Module
+    metadata: Mapping[str, Any]
+
+
+def restore_run(
+    resume: Resume,
+    optimizer: torch.optim.Optimizer,
+    segment: int,
+    iterations: int,
+    validated: bool,
+) -> tuple[list[dict[str, float]], list[float], dict[str, Tensor]]:
+    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history, its
+    validation losses and the best weights so far (``best.``-prefixed model tensors).
+
+    A checkpoint that cannot be resumed (another configuration, no history, a history that does
+    not end on a segment of this run, or validation state that does not match it) is ignored
+    with a warning before anything is loaded, so the run then starts over from its fresh
+    initialisation.
+    """
+    path = Path(resume.path)
+    if not path.exists():
+        return [], [], {}
+    device = next(resume.model.parameters()).device
+    try:
+        tensors = load_checkpoint(path, resume.metadata, device)
+    except (CheckpointMismatch, ValueError) as exc:
+        log.warning("not resuming from %s: %s", path, exc)
+        return [], [], {}
+    # Named "history.<position>.<term>": safetensors sorts names, the history keeps step's order.
+    columns = sorted(
+        (int(k.split(".")[1]), k.split(".", 2)[2], v.tolist())
+        for k, v in tensors.items()
+        if k.startswith("history.")
+    )
+    terms = {name: values for _, name, values in columns}
+    length = len(next(iter(terms.values()))) if terms else 0
+    if not length or length % segment or length > iterations:
+        log.warning("not resuming from %s: its history does not end on a segment", path)
+        return [], [], {}
+    losses = tensors["validation.loss"].tolist() if "validation.loss" in tensors else []
+    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    if validated and (len(losses) != length // segment or not best):
+        log.warning("not resuming from %s: it holds no validation state for this run", path)
+        return [], [], {}
+    restore_model(resume.model, tensors)
+    restore_optimizer(optimizer, tensors)
+    history = [{name: values[i] for name, values in terms.items()} for i in range(length)]
+    return history, losses, best
+
+
+def save_run(
+    resume: Resume,
+    optimizer: torch.optim.Optimizer,
+    history: Sequence[Mapping[str, float]],
+    validation: Sequence[float],
+    best: Mapping[str, Tensor],
+) -> None:
+    """Write ``resume``'s checkpoint: the model, the optimiser, the loss history (one float64
+    column per term) and, after a validated segment, the validation losses and the best
+    weights; what :func:`restore_run` reads back."""
+    model = model_tensors(resume.model)
+    losses = {
+        f"history.{position}.{name}": torch.tensor([h[name] for h in history], dtype=torch.float64)
+        for position, name in enumerate(history[0])
+    }
+    if validation:
+        losses["validation.loss"] = torch.tensor(validation, dtype=torch.float64)
+        losses.update({f"best.{k}": v for k, v in best.items()})
+    save_checkpoint(
+        resume.path, {**model, **optimizer_tensors(optimizer), **losses}, resume.metadata
+    )
+
+
+def snapshot(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of the model's tensors (named as :func:`model_tensors` names them)."""
+    return {k: v.detach().clone() for k, v in model_tensors(model).items()}
