@@ -195,6 +195,16 @@ def train_flow(
     }
 
 
+def _scores(
+    flow: ConditionalFlow, problem: LinearGaussian, seed: int, n_observations: int, n_samples: int
+) -> dict[str, float]:
+    """:func:`posterior_errors` of ``flow`` on ``n_observations`` fresh observations drawn for
+    ``seed`` (the same ones for every eps), ``n_samples`` each."""
+    _, y_test = problem.simulate(n_observations, torch.Generator().manual_seed(10_000 + seed))
+    torch.manual_seed(seed)
+    return posterior_errors(flow.sample(y_test.float(), n=n_samples), problem, y_test)
+
+
 def eps_sweep(
     noise_levels: Sequence[float],
     eps_ratios: Sequence[float],
@@ -213,12 +223,7 @@ def eps_sweep(
         for ratio in eps_ratios:
             for seed in seeds:
                 flow, summary = train_flow(problem, ratio * s, seed=seed, **train_kwargs)
-                _, y_test = problem.simulate(
-                    n_observations, torch.Generator().manual_seed(10_000 + seed)
-                )
-                torch.manual_seed(seed)
-                samples = flow.sample(y_test.float(), n=n_samples)
-                errors = posterior_errors(samples, problem, y_test)
+                errors = _scores(flow, problem, seed, n_observations, n_samples)
                 rows.append(
                     {"noise_std": s, "eps_over_noise": ratio, "eps": ratio * s, "seed": seed}
                     | errors
@@ -244,12 +249,8 @@ def learned_eps_runs(
         problem = LinearGaussian(torch.tensor(forward), s)
         for seed in seeds:
             flow, summary = train_flow(problem, None, seed=seed, **train_kwargs)
-            _, y_test = problem.simulate(
-                n_observations, torch.Generator().manual_seed(10_000 + seed)
-            )
-            torch.manual_seed(seed)
-            errors = posterior_errors(flow.sample(y_test.float(), n=n_samples), problem, y_test)
-            eps = flow.eps_now().tolist()
+            errors = _scores(flow, problem, seed, n_observations, n_samples)
+            eps = flow.eps_now().detach().tolist()
             rows.append(
                 {"noise_std": s, "eps_over_noise": summary["eps_final"] / s, "seed": seed}
                 | {f"eps_{k}": e for k, e in enumerate(eps)}

@@ -187,11 +187,7 @@ class StandardizedModel(nn.Module):
             self.x_standardization.fit(as_input(self, x, "x", self.data_dim))
         if condition is not None:
             self.c_standardization.fit(as_input(self, condition, "condition", self.condition_dim))
-            self._condition_fitted()
         return self
-
-    def _condition_fitted(self) -> None:
-        """Hook: the condition's standardisation was just fitted."""
 
     # -- training: what the shared trainer calls (replicate.training.TrainingStep) ------------
     def schedule(self, iteration: int) -> dict[str, Tensor]:
@@ -386,12 +382,17 @@ class ConditionalFlow(StandardizedModel):
             )
         )
 
-    def _condition_fitted(self) -> None:
-        # A learned eps given no start begins at the observations' std (per coordinate).
-        if self.learn_eps and self.eps is None:
+    def fit_standardization(
+        self, x: Tensor | np.ndarray | None = None, condition: Tensor | np.ndarray | None = None
+    ) -> ConditionalFlow:
+        """:meth:`StandardizedModel.fit_standardization`; a learned eps given no start then
+        begins at the observations' std (per coordinate)."""
+        super().fit_standardization(x, condition)
+        if condition is not None and self.learn_eps and self.eps is None:
             with torch.no_grad():
                 start = torch.maximum(self.c_standardization.scale, self.eps_floor * 2)
                 self.log_eps_excess.copy_(torch.log(start - self.eps_floor) / EPS_RATE)
+        return self
 
     def eps_now(self) -> Tensor:
         """eps in the condition's units, one value per coordinate: the fixed (or, after the
