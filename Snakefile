@@ -16,11 +16,13 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/input_functions.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gmm.smk"
 include: "workflow/rules/gmm_eval.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/latent_eval.smk"
+include: "workflow/rules/latent_joint.smk"
 include: "workflow/rules/kinematics.smk"
 
 

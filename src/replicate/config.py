@@ -50,6 +50,7 @@ DEVICE_RULES = (
     "train_latent_classifier",
     "train_latent_cinn",
     "sample_latent_cinn",
+    "train_joint_latent",
     "train_kinematics",
     "evaluate_kinematics",
 )
@@ -254,7 +255,7 @@ def _check_latent(latent: Mapping[str, Any]) -> None:
             f"({evaluated}): Figure 5.3 shows the first samples of the evaluation set"
         )
     n_train = latent.get("n_train")
-    for model in ("autoencoder", "flow"):
+    for model in ("autoencoder", "flow", "joint"):
         batch = latent.get(model, {}).get("batch_size")
         if n_train is not None and batch is not None and batch > n_train:
             raise ConfigError(
@@ -263,6 +264,13 @@ def _check_latent(latent: Mapping[str, Any]) -> None:
     # The auto-encoder's BatchNorm cannot train on batches of one image.
     if (latent.get("autoencoder", {}).get("batch_size") or 2) < 2:
         raise ConfigError("latent.autoencoder.batch_size must be >= 2 (BatchNorm needs 2 rows)")
+    joint = latent.get("joint", {})
+    unknown = sorted(set(joint.get("ablation_variants", [])) - set(joint.get("variants", {})))
+    if unknown:
+        raise ConfigError(
+            f"latent.joint.ablation_variants {unknown} are not in latent.joint.variants "
+            f"{sorted(joint.get('variants', {}))}: define them there or leave them out"
+        )
 
 
 def _check_kinematics(kin: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from replicate.data import load_images
+from replicate.experiments.latent.autoencoder import encode_images, reconstruction_error
 from replicate.experiments.latent.evaluation import (
     DATASET_NAMES,
     PAPER_ACCURACY,
@@ -25,14 +26,23 @@ from replicate.experiments.latent.evaluation import (
     style_images,
     table1,
 )
+from replicate.experiments.latent.joint import load_joint, save_joint, train_joint
+from replicate.experiments.latent.judges import (
+    classifier_outputs,
+    code_classifier_accuracy,
+    feature_frechet_distance,
+    load_classifier,
+    probe_accuracy,
+)
 from replicate.experiments.latent.models import (
     N_CLASSES,
     load_latent_flow,
     save_latent_flow,
 )
 from replicate.experiments.latent.training import train_latent_flow
-from replicate.metrics import mean_std_cells
+from replicate.metrics import accuracy, mean_std_cells
 from replicate.runtime import (
+    resolve_device,
     use_threads,
     write_json,
     write_npz,
@@ -40,12 +50,16 @@ from replicate.runtime import (
 )
 
 __all__ = [
+    "ablation_table_stage",
     "autoencoder_stage",
     "encode_stage",
+    "evaluate_joint_stage",
     "evaluate_stage",
     "fig5_3_stage",
     "fig5_4_stage",
     "flow_stage",
+    "joint_stage",
+    "pretrained_ablation_row",
     "reconstruction_figure_stage",
     "samples_stage",
     "table1_stage",
@@ -356,4 +370,151 @@ def table1_stage(
     )
     write_table(frame, csv_path, md_path, shown.to_markdown(index=False, disable_numparse=True))
     log.info("Table 1:\n%s", frame.to_string(index=False))
+    return frame
+
+
+# -- issue 29: joint training of the auto-encoder and the flow, next to the pretrained pipeline
+ABLATION_METRICS = (
+    "test_accuracy",
+    "code_mlp_accuracy",
+    "reconstruction_mse",
+    "sample_accuracy",
+    "frechet_distance",
+    "label_probe_accuracy",
+)
+
+
+def joint_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    variant: str,
+    seed: int,
+    model_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Rule ``train_joint_latent``: train the auto-encoder and the flow together (resumably,
+    per epoch), save both in one file, and write the per-epoch losses as JSON."""
+    images, labels = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    settings = latent_config["joint"]["variants"][variant]
+    model, summary = train_joint(
+        images, labels, latent_config, settings, seed, checkpoint_path, resolve_device(device)
+    )
+    save_joint(model_path, model.cpu(), latent_config, settings, seed)
+    write_json(history_path, {"variant": variant, "dataset": dataset, "seed": seed, **summary})
+    log.info(
+        "trained joint %s on %s, seed %d, in %.1f s", variant, dataset, seed, summary["seconds"]
+    )
+    return summary
+
+
+def evaluate_joint_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    variant: str,
+    seed: int,
+    model_path: str | os.PathLike,
+    classifier_path: str | os.PathLike,
+    json_path: str | os.PathLike,
+) -> dict[str, Any]:
+    """Rule ``evaluate_joint_latent``: every column of the ablation table for one joint model.
+
+    As for the pretrained pipeline: ``test_accuracy`` through the flow's forward pass on the test
+    images' codes; ``code_mlp_accuracy`` an MLP trained on the training codes alone
+    (:func:`code_classifier_accuracy`); ``reconstruction_mse`` per pixel on the test images;
+    ``sample_accuracy`` and ``frechet_distance`` by the judging classifier on
+    ``n_eval_samples_per_class`` generated images per class; ``label_probe_accuracy`` the label a
+    linear map reads from z.
+    """
+    settings = latent_config["joint"]["variants"][variant]
+    model = load_joint(model_path, latent_config, settings, seed)
+    ae, flow = model.autoencoder, model.flow
+    split = {
+        s: load_images(data_dir, dataset, s, latent_config[f"n_{s}"]) for s in ("train", "test")
+    }
+    u = {s: encode_images(ae, split[s][0]) for s in split}
+    y = {s: split[s][1] for s in split}
+    z = {s: flow.encode(torch.as_tensor(u[s])).numpy() for s in split}
+    test = evaluate_latent_flow(flow, u["test"], y["test"], seed=seed)
+    images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
+    classifier = load_classifier(classifier_path)
+    logits, features = classifier_outputs(classifier, images)
+    _, real_features = classifier_outputs(classifier, split["test"][0])
+    result = {
+        "configuration": variant,
+        "dataset": dataset,
+        "seed": seed,
+        **settings,
+        "test_accuracy": test["accuracy"],
+        "code_mlp_accuracy": code_classifier_accuracy(u["train"], y["train"], u["test"], y["test"]),
+        "reconstruction_mse": reconstruction_error(ae, split["test"][0])["mse"],
+        "sample_accuracy": accuracy(logits, labels),
+        "frechet_distance": feature_frechet_distance(features, real_features),
+        "label_probe_accuracy": probe_accuracy(z["train"], y["train"], z["test"], y["test"]),
+        "test_nll": test["nll"],
+    }
+    log.info("%s %s seed %d: %s", dataset, variant, seed, json.dumps(result))
+    write_json(json_path, result)
+    return result
+
+
+def pretrained_ablation_row(
+    metrics_path: str | os.PathLike,
+    references_path: str | os.PathLike,
+    autoencoder_metrics_path: str | os.PathLike,
+) -> dict[str, Any]:
+    """The ablation table's row of the pretrained pipeline for one dataset and seed, read from
+    its outputs: the seed's metrics, the references' MLP on the code, the auto-encoder's test
+    reconstruction error."""
+    ours = json.loads(Path(metrics_path).read_text())
+    references = json.loads(Path(references_path).read_text())["rows"]
+    mlp = next(r for r in references if r["model"] == "MLP on the auto-encoder code")
+    autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
+    return {
+        "configuration": "pretrained",
+        "dataset": ours["dataset"],
+        "seed": ours["seed"],
+        "test_accuracy": ours["test_accuracy"],
+        "code_mlp_accuracy": mlp["test_accuracy"],
+        "reconstruction_mse": autoencoder["test"]["mse"],
+        "sample_accuracy": ours["sample_accuracy"],
+        "frechet_distance": ours["frechet_distance"],
+        "label_probe_accuracy": ours["label_probe_accuracy"],
+    }
+
+
+def ablation_table_stage(
+    pretrained: Sequence[tuple[str | os.PathLike, str | os.PathLike, str | os.PathLike]],
+    joint_eval_paths: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Rule ``latent_ablation``: one row per configuration, dataset and seed (CSV) and their
+    mean ± std over seeds next to the paper's accuracy (Markdown).
+
+    ``pretrained`` holds, per dataset and seed, the three files of
+    :func:`pretrained_ablation_row`; ``joint_eval_paths`` the JSONs of
+    :func:`evaluate_joint_stage`.
+    """
+    rows = [pretrained_ablation_row(*paths) for paths in pretrained]
+    rows += [json.loads(Path(p).read_text()) for p in joint_eval_paths]
+    frame = pd.DataFrame(rows)[["configuration", "dataset", "seed", *ABLATION_METRICS]]
+    # Each dataset's rows together, the pretrained pipeline first (stable: configurations and
+    # seeds keep the order given).
+    order = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
+    frame = frame.sort_values("dataset", key=lambda d: d.map(order), kind="stable")
+    frame = frame.reset_index(drop=True)
+    grouped = frame.groupby(["dataset", "configuration"], sort=False)[list(ABLATION_METRICS)]
+    mean, std = grouped.mean(), grouped.std()
+    shown = mean.index.to_frame(index=False)
+    shown["seeds"] = grouped.size().to_numpy()
+    for metric in ABLATION_METRICS:
+        digits = 1 if metric == "frechet_distance" else 4
+        shown[metric] = mean_std_cells(mean[metric], std[metric], digits=digits)
+    shown["paper (Table 1)"] = [PAPER_ACCURACY.get(d) for d in shown["dataset"]]
+    write_table(frame, csv_path, md_path, shown.to_markdown(index=False, disable_numparse=True))
+    log.info("latent ablation:\n%s", shown.to_string(index=False))
     return frame

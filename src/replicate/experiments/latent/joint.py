@@ -1,0 +1,285 @@
+"""Joint training of the auto-encoder and the conditional flow (GLF's own schedule; issue 29).
+
+The pipeline's default pretrains the auto-encoder alone, freezes it, and fits the flow on its
+latents (:mod:`replicate.experiments.latent.training`). "Generative Latent Flow" (GLF, whose
+training the paper says it "largely follow[s]") trains both at once, end to end: one step
+encodes a batch, decodes it, and adds the flow's NLL of the codes to the reconstruction loss.
+GLF's code (``train_glf.py`` in nalzok/flow-comparison, a copy of the authors' repository):
+
+- reconstruction: ``nn.MSELoss(reduction="sum")`` divided by the batch size, i.e. the squared
+  error summed over an image's 784 pixels and averaged over the batch; here
+  :func:`reconstruction_loss`;
+- the NLL: ``modFlow(z.data)``, the gradient stopped at the code ("STOP THE GRADIENT OF NLL LOSS
+  AT z"), added with weight 1: ``total_loss = loss_recon / batch + loss_ll``.
+
+:class:`JointLatentFlow` has both: ``stop_gradient=True`` is GLF's published model;
+``stop_gradient=False`` lets the NLL's gradient reach the encoder, weighted by ``nll_weight``
+(GLF's "regularized" variant). In a *conditional* flow that gradient carries the condition's term
+``0.5 ||(y_hat - y) / eps||^2``: the encoder is pushed towards codes that separate the classes,
+which a frozen auto-encoder cannot do.
+
+The flow is :class:`~replicate.experiments.latent.models.LatentFlow` unchanged but for its
+standardisation, which stays the identity: the codes move while it trains (GLF standardises
+nothing either). The auto-encoder is :class:`~replicate.experiments.latent.autoencoder.AutoEncoder`
+unchanged. Everything else (one Adam at ``lr`` over both, batch size, epochs, the per-epoch
+reseeding and checkpoint) is the pretrained pipeline's, so that the configurations differ in the
+training alone.
+
+Example:
+    >>> import torch
+    >>> model = JointLatentFlow(latent_dim=4, n_blocks=1, hidden=8, stop_gradient=False)
+    >>> images, labels = torch.rand(6, 1, 28, 28), torch.arange(6) % 10
+    >>> sorted(model.loss_terms(images, labels))
+    ['loss', 'nll', 'reconstruction']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from replicate.checkpoints import Resume
+from replicate.experiments.latent.autoencoder import AutoEncoder, to_unit_images
+from replicate.experiments.latent.models import N_CLASSES, LatentFlow, _flow_kwargs
+from replicate.runtime import load_checkpoint, save_checkpoint
+from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training_steps import TrainingSetup, TrainingStep
+
+__all__ = [
+    "JointLatentFlow",
+    "joint_training_setup",
+    "load_joint",
+    "reconstruction_loss",
+    "save_joint",
+    "train_joint",
+]
+
+log = logging.getLogger("replicate")
+
+
+def reconstruction_loss(reconstructions: Tensor, images: Tensor) -> Tensor:
+    """GLF's reconstruction loss: squared error summed over each image's pixels, mean over images.
+
+    Example:
+        >>> import torch
+        >>> reconstruction_loss(torch.zeros(2, 1, 28, 28), torch.ones(2, 1, 28, 28)).item()
+        784.0
+    """
+    return ((reconstructions - images) ** 2).flatten(1).sum(1).mean()
+
+
+class JointLatentFlow(nn.Module):
+    """An auto-encoder and a conditional flow on its code, trained as one model.
+
+    Args:
+        latent_dim: the code's size (the paper: 20).
+        stop_gradient: stop the NLL's gradient at the code (GLF's published model); if False the
+            encoder also descends ``nll_weight`` times the flow's NLL.
+        nll_weight: the NLL's weight in the loss (GLF: 1).
+        flow: the flow's keyword arguments (:class:`LatentFlow`'s), e.g. ``n_blocks``, ``eps``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 20,
+        stop_gradient: bool = True,
+        nll_weight: float = 1.0,
+        **flow: Any,
+    ) -> None:
+        super().__init__()
+        if not nll_weight > 0:
+            raise ValueError(f"nll_weight must be > 0, got {nll_weight}")
+        self.stop_gradient, self.nll_weight = bool(stop_gradient), float(nll_weight)
+        self.autoencoder = AutoEncoder(latent_dim)
+        self.flow = LatentFlow(latent_dim=latent_dim, **flow)
+
+    def loss_terms(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """``{"loss", "reconstruction", "nll"}`` of a batch of images (N, 1, 28, 28) in [0, 1]
+        and their integer labels, already checked (no host synchronisation)."""
+        codes = self.autoencoder.encoder(images)
+        reconstruction = reconstruction_loss(self.autoencoder.decoder(codes), images)
+        nll = self.flow.loss_terms(codes.detach() if self.stop_gradient else codes, labels)["loss"]
+        return {
+            "loss": reconstruction + self.nll_weight * nll,
+            "reconstruction": reconstruction,
+            "nll": nll,
+        }
+
+
+def _model_kwargs(
+    latent_config: Mapping[str, Any], variant: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    """:class:`JointLatentFlow`'s arguments from the ``latent`` section and one variant."""
+    latent_dim = int(latent_config["autoencoder"]["latent_dim"])
+    flow = _flow_kwargs(latent_config["flow"], latent_dim)
+    return {
+        **flow,
+        "stop_gradient": bool(variant["stop_gradient"]),
+        "nll_weight": float(variant["nll_weight"]),
+        "permutation_seed": seed,  # it picks the permutations: part of what the weights mean
+    }
+
+
+def _file_metadata(
+    latent_config: Mapping[str, Any], variant: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    return {"model": "joint_autoencoder_latent_flow", **_model_kwargs(latent_config, variant, seed)}
+
+
+def _labelled_images(
+    images: np.ndarray, labels: np.ndarray, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Images as float (N, 1, 28, 28) in [0, 1] and labels int64, checked once, on ``device``."""
+    x = to_unit_images(images)
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"images and labels disagree: {len(x)} images, {len(y)} labels")
+    if int(y.min()) < 0 or int(y.max()) >= N_CLASSES:
+        raise ValueError(
+            f"labels must lie in 0..{N_CLASSES - 1}, got {int(y.min())}..{int(y.max())}"
+        )
+    return x.to(device), y.to(device)
+
+
+def joint_training_setup(
+    images: np.ndarray,
+    labels: np.ndarray,
+    latent_config: Mapping[str, Any],
+    variant: Mapping[str, Any],
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> tuple[TrainingSetup, EpochBatches]:
+    """The joint model (initialised from ``seed``), one Adam over it, its step on shuffled
+    batches of the uint8 ``images`` (N, 28, 28) with their ``labels``, and the epochs' batches.
+
+    ``latent_config`` is the ``latent`` section: the code size from ``autoencoder``, the flow's
+    network and noise from ``flow``, batch size and lr from ``joint``; ``variant`` one entry of
+    ``latent.joint.variants`` (``stop_gradient``, ``nll_weight``).
+
+    Example:
+        >>> imgs, labels = np.zeros((10, 28, 28), np.uint8), np.arange(10)
+        >>> cfg = {"autoencoder": {"latent_dim": 3}, "joint": {"batch_size": 4, "lr": 1e-3},
+        ...        "flow": {"n_blocks": 1, "hidden": 8, "subnet_layers": 2, "clamp": 2.0,
+        ...                 "eps": 0.1, "sigma": 0.05}}
+        >>> setup, batches = joint_training_setup(
+        ...     imgs, labels, cfg, {"stop_gradient": True, "nll_weight": 1.0}, seed=0)
+        >>> type(setup.model).__name__, batches.per_epoch
+        ('JointLatentFlow', 3)
+    """
+    device = torch.device(device)
+    joint = latent_config["joint"]
+    x, y = _labelled_images(images, labels, device)
+    # BatchNorm cannot train on one row: a last batch of one is dropped (as the auto-encoder's).
+    batches = EpochBatches(len(x), int(joint["batch_size"]), seed, min_last_batch=2, device=device)
+    torch.manual_seed(seed)
+    model = JointLatentFlow(**_model_kwargs(latent_config, variant, seed)).to(device)
+    optimizer = make_optimizer(model.parameters(), lr=float(joint["lr"]))
+
+    def inputs(i: int) -> dict[str, Tensor]:
+        rows = batches(i)
+        return {"images": x[rows], "labels": y[rows]}
+
+    return TrainingSetup(model, optimizer, TrainingStep(inputs, model.loss_terms)), batches
+
+
+def train_joint(
+    images: np.ndarray,
+    labels: np.ndarray,
+    latent_config: Mapping[str, Any],
+    variant: Mapping[str, Any],
+    seed: int,
+    checkpoint_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress_every: int = 100,
+) -> tuple[JointLatentFlow, dict[str, Any]]:
+    """Train the auto-encoder and the flow together for ``latent.joint.epochs`` epochs.
+
+    Resumable like every training here: the state is checkpointed after every epoch, each
+    epoch's shuffling and noise come from ``(seed, epoch)``, so a killed run re-run gives the
+    numbers of one that never stopped.
+
+    Returns:
+        The model (eval mode) and a summary: per-epoch means of the loss and of both terms,
+        seconds, iterations.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> imgs, labels = rng.integers(0, 256, (16, 28, 28)).astype(np.uint8), np.arange(16) % 10
+        >>> cfg = {"autoencoder": {"latent_dim": 3},
+        ...        "joint": {"batch_size": 8, "lr": 1e-3, "epochs": 2},
+        ...        "flow": {"n_blocks": 1, "hidden": 8, "subnet_layers": 2, "clamp": 2.0,
+        ...                 "eps": 0.1, "sigma": 0.05}}
+        >>> model, summary = train_joint(imgs, labels, cfg, {"stop_gradient": False,
+        ...                              "nll_weight": 0.1}, seed=0, progress_every=0)
+        >>> len(summary["epoch_reconstruction"])
+        2
+    """
+    setup, batches = joint_training_setup(images, labels, latent_config, variant, seed, device)
+    model, epochs = setup.model, int(latent_config["joint"]["epochs"])
+    metadata = {
+        **_file_metadata(latent_config, variant, seed),
+        "epochs": epochs,
+        "batch_size": batches.batch_size,
+        "lr": float(latent_config["joint"]["lr"]),
+        "n_train": len(images),
+    }
+    begin = time.perf_counter()
+    model.train()
+    result = fit(
+        setup.step,
+        setup.optimizer,
+        epochs * batches.per_epoch,
+        progress_every=progress_every,
+        what="joint iteration",
+        segment=batches.per_epoch,
+        segment_name="joint epoch",
+        seed=seed,
+        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
+    )
+    summary = {
+        **{
+            f"epoch_{term}": result.segment_means(batches.per_epoch, term)
+            for term in ("loss", "reconstruction", "nll")
+        },
+        "epochs": epochs,
+        "resumed_after_epoch": result.resumed_at // batches.per_epoch,
+        "iterations_run": result.iterations,
+        "seconds": time.perf_counter() - begin,
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "batches_per_epoch": batches.per_epoch,
+    }
+    return model.eval(), summary
+
+
+def save_joint(
+    path: str | os.PathLike,
+    model: JointLatentFlow,
+    latent_config: Mapping[str, Any],
+    variant: Mapping[str, Any],
+    seed: int,
+) -> None:
+    """Save a joint model's weights (auto-encoder, flow, permutations) as safetensors, with the
+    settings :func:`load_joint` checks."""
+    save_checkpoint(path, dict(model.state_dict()), _file_metadata(latent_config, variant, seed))
+
+
+def load_joint(
+    path: str | os.PathLike,
+    latent_config: Mapping[str, Any],
+    variant: Mapping[str, Any],
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> JointLatentFlow:
+    """Load what :func:`train_joint` trained and :func:`save_joint` wrote, in eval mode; the
+    file's settings must be these (else :class:`replicate.runtime.CheckpointMismatch`)."""
+    tensors = load_checkpoint(path, _file_metadata(latent_config, variant, seed), device)
+    model = JointLatentFlow(**_model_kwargs(latent_config, variant, seed)).to(device)
+    model.load_state_dict(tensors)
+    return model.eval()

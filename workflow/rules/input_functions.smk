@@ -1,0 +1,27 @@
+# Rule inputs computed from the configuration, one named function per input (the rule files
+# define the rules and names used here, which Snakemake has read by the time one is called).
+
+
+def pretrained_ablation_inputs(wildcards):
+    """Per dataset and seed of the ablation: the pretrained pipeline's metrics, its references
+    (the MLP on the code) and its auto-encoder's reconstruction error."""
+    return [
+        path.format(dataset=dataset, seed=seed)
+        for dataset in LATENT_DATASETS
+        for seed in JOINT["ablation_seeds"]
+        for path in (
+            "results/latent/{dataset}/metrics_ours_seed{seed}.json",
+            rules.evaluate_latent_references.output[0],
+            rules.train_autoencoder.output.metrics,
+        )
+    ]
+
+
+def joint_ablation_inputs(wildcards):
+    """The evaluation of every configured joint variant, dataset and seed."""
+    return expand(
+        rules.evaluate_joint_latent.output[0],
+        dataset=LATENT_DATASETS,
+        variant=JOINT["ablation_variants"],
+        seed=JOINT["ablation_seeds"],
+    )
