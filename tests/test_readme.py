@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -49,10 +50,35 @@ def test_readme_continuous_example_recovers_the_exact_posterior(capsys):
     assert f"KL to the exact posterior {errors['kl']:.3f}" in out and "best epoch" in out
 
 
-def test_every_relative_link_and_image_in_the_readme_exists():
-    # Published results move between runs; a README pointing at a removed folder must fail here.
-    targets = re.findall(r"\]\(([^)#\s]+)\)", README.read_text())
+@pytest.mark.parametrize("page", [README, *sorted((README.parent / "docs").glob("*.md"))], ids=str)
+def test_every_relative_link_and_image_exists(page: Path) -> None:
+    # Published results move between runs; a page pointing at a removed folder must fail here.
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", page.read_text())
     local = [t for t in targets if "://" not in t]
-    assert local, "the README should link to its published results"
-    missing = [t for t in local if not (README.parent / t).exists()]
-    assert not missing, f"README links to files that do not exist: {missing}"
+    assert local or page != README, "the README should link to its results and guides"
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+def test_the_readme_is_a_front_door() -> None:
+    """Under 250 lines, and every page of docs/ one click from it."""
+    text = README.read_text()
+    assert len(text.splitlines()) < 250
+    for page in (README.parent / "docs").glob("*.md"):
+        assert f"](docs/{page.name}" in text, f"the README does not link docs/{page.name}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation but hyphens dropped, each
+    space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", [README, *sorted((README.parent / "docs").glob("*.md"))], ids=str)
+def test_every_anchor_names_a_heading_of_its_page(page: Path) -> None:
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text()):
+        linked = (page.parent / target) if target else page
+        text = linked.read_text()
+        anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+        anchors |= set(re.findall(r'<a id="([^"]+)">', text))
+        assert anchor in anchors, f"{page.name}: no heading or <a id> for #{anchor}"
