@@ -18,7 +18,7 @@ from scipy.stats import multivariate_normal
 from replicate.config import ConfigError, check_config
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import MODEL_NAMES, model_names, training_settings
-from replicate.experiments.gmm.training import build_model, load_gmm_model, train_gmm_model
+from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
 from replicate.runtime import CheckpointMismatch
 
 torch.set_num_threads(1)
@@ -60,7 +60,7 @@ def train(tmp_path: Path, name: str, cfg: dict, labels: str = "all", seed: int =
 def test_nll_of_identity_flow_on_gaussian_data_equals_closed_form() -> None:
     cfg = tiny_config()
     cfg["ours"]["sigma"] = 0.0  # padding exactly zero, so the NLL is deterministic
-    flow = build_model("ours", cfg, "all", seed=0).double()
+    flow = gmm_model("ours", cfg, "all", seed=0).double()
     with torch.no_grad():
         for p in flow.network.blocks.parameters():
             p.zero_()
@@ -120,10 +120,10 @@ def test_each_model_on_the_reference_network_has_the_notebooks_width() -> None:
     widths = {}
     for name in ("ours", "inn_full", "cinn"):
         settings = training_settings(PAPER["gmm"], name, "reference")
-        widths[name] = build_model(name, settings, "all", seed=0).network.dim
+        widths[name] = gmm_model(name, settings, "all", seed=0).network.dim
     assert widths == {"ours": 16, "inn_full": 16, "cinn": 2}
     paper = training_settings(PAPER["gmm"], "ours", "paper")
-    assert build_model("ours", paper, "all", seed=0).network.dim == 10
+    assert gmm_model("ours", paper, "all", seed=0).network.dim == 10
 
 
 def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
@@ -131,10 +131,10 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
     torch.manual_seed(7)
     before = torch.rand(1)
     torch.manual_seed(7)
-    a = build_model("inn_full", cfg, "all", seed=3)
+    a = gmm_model("inn_full", cfg, "all", seed=3)
     assert torch.equal(torch.rand(1), before)
-    b = build_model("inn_full", cfg, "all", seed=3)
-    c = build_model("inn_full", cfg, "all", seed=4)
+    b = gmm_model("inn_full", cfg, "all", seed=3)
+    c = gmm_model("inn_full", cfg, "all", seed=4)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)

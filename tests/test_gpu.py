@@ -19,7 +19,7 @@ import torch
 from conftest import small_gmm_settings, small_kinematics_config
 
 from replicate.experiments.gmm.problem import GaussianMixture
-from replicate.experiments.gmm.training import build_model, load_gmm_model, train_gmm_model
+from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
 from replicate.experiments.kinematics.settings import training_settings as training_settings_e4
 from replicate.experiments.kinematics.training import train_kinematics_model
 from replicate.experiments.latent.autoencoder import train_autoencoder
@@ -83,7 +83,7 @@ def test_gmm_model_trains_on_the_device_and_loads_on_the_cpu(
 @pytest.mark.parametrize("model", ["ours", "inn_full", "cinn"])
 def test_gmm_forward_pass_is_the_same_on_cpu_and_device(device: str, model: str) -> None:
     settings = small_gmm_settings(model, "reference")
-    cpu_model = build_model(model, settings, "all", seed=0).eval()
+    cpu_model = gmm_model(model, settings, "all", seed=0).eval()
     dev_model = copy.deepcopy(cpu_model).to(device)
     x, labels = GaussianMixture("all").sample(256, torch.Generator().manual_seed(2))
     padded = torch.cat([x, torch.zeros(len(x), cpu_model.network.dim - 2)], dim=1)

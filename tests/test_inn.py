@@ -90,7 +90,7 @@ def test_each_loss_term_on_the_identity_network_without_noise() -> None:
     c = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     torch.manual_seed(0)
     with torch.no_grad():
-        terms = inn.losses(x, c, iteration=0)
+        terms = inn.loss_terms(x, c, **inn.schedule(0))
     y_out = torch.stack([x[:, 1], torch.zeros(2), torch.zeros(2)], dim=1).double()
     expected_y = float(((y_out - c) ** 2).mean())
     assert float(terms["y"]) == pytest.approx(expected_y)
@@ -124,7 +124,9 @@ def test_each_loss_term_on_the_identity_network_without_noise() -> None:
 def test_forward_only_variant_computes_only_its_losses() -> None:
     inn = INN(2, 3, 2, n_blocks=1, hidden=4, losses=["y", "z"])
     with torch.no_grad():
-        terms = inn.losses(torch.randn(8, 2), torch.eye(3)[torch.arange(8) % 3], iteration=0)
+        terms = inn.loss_terms(
+            torch.randn(8, 2), torch.eye(3)[torch.arange(8) % 3], **inn.schedule(0)
+        )
     assert set(terms) == {"loss", "y", "z", "ramp"}
     w = inn.weights
     assert float(terms["loss"]) == pytest.approx(
@@ -147,7 +149,9 @@ def test_z_loss_gradient_does_not_reach_y_outputs() -> None:
         return out, log_det
 
     inn.network.forward = forward
-    terms = inn.losses(torch.randn(16, 2), torch.eye(3)[torch.arange(16) % 3], iteration=0)
+    terms = inn.loss_terms(
+        torch.randn(16, 2), torch.eye(3)[torch.arange(16) % 3], **inn.schedule(0)
+    )
     terms["loss"].backward()
     grad = captured["out"].grad
     assert grad[:, :2].abs().max() > 0  # z-outputs
@@ -167,7 +171,7 @@ def test_padding_outputs_enter_the_fit_loss() -> None:
     c = torch.tensor([[1.0, 0.0, 0.0]])
     # out = [3, 4, 0, 0, 0, 0, 0]: after z come pad outputs [0, 0] and y_out [0, 0, 0]
     with torch.no_grad():
-        terms = inn.losses(x, c, iteration=0)
+        terms = inn.loss_terms(x, c, **inn.schedule(0))
     assert float(terms["y"]) == pytest.approx(1.0 / 5)
 
 

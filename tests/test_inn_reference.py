@@ -21,7 +21,7 @@ from torch import nn
 
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import training_settings
-from replicate.experiments.gmm.training import build_model
+from replicate.experiments.gmm.training import gmm_model
 from replicate.training import make_optimizer
 
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def reference_config() -> dict:
 def our_inn(variant: str = "full", seed: int = 0) -> nn.Module:
     """Our INN exactly as the pipeline builds it on the `reference` network."""
     gmm = reference_config()
-    return build_model(
+    return gmm_model(
         f"inn_{variant}", training_settings(gmm, f"inn_{variant}", "reference"), "all", seed
     )
 
@@ -99,7 +99,7 @@ def test_reference_permutations_are_the_notebooks_whatever_the_seed() -> None:
     assert len(theirs) == 8
     for model, seed in (("inn_full", 0), ("inn_full", 5), ("ours", 2)):
         gmm = reference_config()
-        net = build_model(model, training_settings(gmm, model, "reference"), "all", seed).network
+        net = gmm_model(model, training_settings(gmm, model, "reference"), "all", seed).network
         for k, perm in enumerate(theirs):
             assert torch.equal(net.permutations[k], perm), (model, seed, k)
 
@@ -127,7 +127,7 @@ def test_loss_terms_and_gradients_equal_the_notebooks_train_step(iteration: int)
     x, y = batch(64, seed=iteration)
 
     torch.manual_seed(11)
-    ours = inn.losses(x, y, iteration)
+    ours = inn.loss_terms(x, y, **inn.schedule(iteration))
     ours["loss"].backward()
     torch.manual_seed(11)
     # The notebook's epoch of an iteration: 8 iterations per epoch.
@@ -168,7 +168,7 @@ def test_update_equals_the_notebooks_clamped_adam_step() -> None:
     for i in range(3):
         torch.manual_seed(20 + i)
         # Scaled so that the clamp acts (this batch's own gradients stay below 15).
-        (1e4 * inn.losses(x, y, i)["loss"]).backward()
+        (1e4 * inn.loss_terms(x, y, **inn.schedule(i))["loss"]).backward()
         for pa, pb in pairs:
             pb.grad = pa.grad.clone()
             clamped += int((pa.grad.abs() > 15).sum())

@@ -57,7 +57,7 @@ def _flow(seed: int = 0, dim: int = 6) -> LatentFlow:
     torch.manual_seed(seed)
     keys = ("eps", "sigma", "n_blocks", "hidden", "subnet_layers", "clamp")
     flow = LatentFlow(dim, 10, **{k: FLOW_CFG[k] for k in keys}, permutation_seed=seed)
-    flow.set_standardisation(torch.linspace(-2, 3, dim), torch.linspace(0.5, 4, dim))
+    flow.u_standardization.set(torch.linspace(-2, 3, dim), torch.linspace(0.5, 4, dim))
     return flow.eval()
 
 

@@ -246,7 +246,7 @@ def test_cinn_log_prob_includes_the_standardisation_and_bayes_falls_back_to_the_
     rng = np.random.default_rng(7)
     u_train = torch.as_tensor(rng.normal([1.0, -2.0, 0.5], [2.0, 0.5, 1.0], (500, 3)).astype("f4"))
     y_train = torch.as_tensor(rng.choice(10, 500, p=np.r_[0.28, [0.08] * 9]))
-    cinn.set_statistics(u_train, y_train)
+    cinn.fit_standardization(u_train, y_train)
     u = torch.randn(6, 3)
     mean, std = cinn.u_mean.double().numpy(), cinn.u_std.double().numpy()
     exact = multivariate_normal(mean, np.diag(std**2)).logpdf(u.double().numpy())
@@ -282,7 +282,7 @@ def test_cinn_checkpoint_round_trip_and_encode_inverts_sample(tmp_path) -> None:
     cfg = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0}
     torch.manual_seed(0)
     model = LatentCINN(latent_dim=4, permutation_seed=5, **cfg)
-    model.set_statistics(torch.randn(50, 4) * 3 + 1, torch.arange(50) % 10)
+    model.fit_standardization(torch.randn(50, 4) * 3 + 1, torch.arange(50) % 10)
     save_latent_cinn(tmp_path / "c.safetensors", model, cfg, seed=5)
     loaded = load_latent_cinn(tmp_path / "c.safetensors", cfg)
     u, labels = torch.randn(7, 4), torch.arange(7)

@@ -171,7 +171,7 @@ def test_inn_with_standardization_is_the_plain_inn_on_standardized_data() -> Non
     inn.c_standardization.set(SHIFT_C, SCALE_C.double())
     u, v = (x - shift_x) / scale_x, (c - SHIFT_C) / SCALE_C
     torch.manual_seed(1)
-    got = inn.losses(x, c, iteration=5)
+    got = inn.loss_terms(x, c, **inn.schedule(5))
     torch.manual_seed(1)
     want = _plain_inn_losses(inn, u, v, 5, noise=0.3 / SCALE_C)
     for name in ("loss", "y", "z", "x_backward", "x_reconstruction"):

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.runtime import write_table
 from replicate.training import fit_conditional
@@ -164,8 +165,7 @@ def train_flow(
         problem.data_dim,
         problem.observation_dim,
         noise_std=eps,
-        n_blocks=n_blocks,
-        hidden=hidden,
+        **NetworkSettings(n_blocks=n_blocks, hidden=hidden),
     )
     flow.fit_standardization(x[:n_train], y[:n_train])
     result = fit_conditional(

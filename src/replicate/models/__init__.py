@@ -3,9 +3,28 @@ conditional models built on it.
 
 - :mod:`~replicate.models.flows`: :class:`InvertibleNetwork`, GLOW-style affine coupling blocks
   with fixed permutations (cross-checked against FrEIA in tests/test_flows.py).
-- :mod:`~replicate.models.conditional_flow`: the paper's method, :class:`ConditionalFlow`, and the
-  input handling every model shares (:func:`as_input`, :func:`sampling_inputs`).
+- :mod:`~replicate.models.base`: the interface every model follows, :class:`ConditionalModel`
+  (training terms, sampling, density, standardisation), the network settings every model passes
+  on (:class:`NetworkSettings`), and the input checks every model shares.
+- :mod:`~replicate.models.conditional_flow`: the paper's method, :class:`ConditionalFlow`.
 - :mod:`~replicate.models.cinn`: the cINN baseline, :class:`ConditionalINN`.
 - :mod:`~replicate.models.inn`: the INN baseline with its four losses, :class:`INN`.
 - :mod:`~replicate.models.standardization`: the affine maps stored with a model's weights.
 """
+
+from replicate.models.base import ConditionalModel, NetworkSettings
+from replicate.models.cinn import ConditionalINN
+from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.flows import InvertibleNetwork
+from replicate.models.inn import INN
+from replicate.models.standardization import Standardization
+
+__all__ = [
+    "INN",
+    "ConditionalFlow",
+    "ConditionalINN",
+    "ConditionalModel",
+    "InvertibleNetwork",
+    "NetworkSettings",
+    "Standardization",
+]

@@ -16,21 +16,24 @@ Example:
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.models.conditional_flow import StandardizedModel, as_input, sampling_inputs
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
 from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalINN"]
 
 
-class ConditionalINN(StandardizedModel):
-    """Conditional invertible network x <-> z given c; see :class:`InvertibleNetwork` for args.
+class ConditionalINN(ConditionalModel):
+    """Conditional invertible network x <-> z given c, on the network ``network``
+    (:class:`~replicate.models.base.NetworkSettings`).
 
     Inputs and conditions can be standardised inside the model
-    (:meth:`~replicate.models.conditional_flow.StandardizedModel.fit_standardization`), as for
+    (:meth:`~replicate.models.base.ConditionalModel.fit_standardization`), as for
     :class:`~replicate.models.conditional_flow.ConditionalFlow`; the map of x enters the density
     exactly.
     """
@@ -39,24 +42,10 @@ class ConditionalINN(StandardizedModel):
         self,
         data_dim: int,
         condition_dim: int,
-        n_blocks: int = 8,
-        hidden: int = 512,
-        subnet_layers: int = 3,
-        clamp: float = 2.0,
-        permutation_seed: int | None = 0,
-        init_scale: float | None = None,
+        **network: Unpack[NetworkSettings],
     ) -> None:
         super().__init__(data_dim, condition_dim)
-        self.network = InvertibleNetwork(
-            data_dim,
-            n_blocks,
-            hidden,
-            subnet_layers,
-            clamp,
-            condition_dim=condition_dim,
-            permutation_seed=permutation_seed,
-            init_scale=init_scale,
-        )
+        self.network = InvertibleNetwork(data_dim, condition_dim=condition_dim, **network)
 
     def _forward(
         self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray
@@ -74,20 +63,10 @@ class ConditionalINN(StandardizedModel):
     def _nll(
         self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
+        """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped); draws no
+        noise, ``generator`` is there so that every model's ``nll`` is called the same way."""
         z, log_det = self._forward_checked_inputs(x, condition)
         return 0.5 * (z**2).sum(dim=1) - log_det
-
-    def nll(
-        self,
-        x: Tensor | np.ndarray,
-        condition: Tensor | np.ndarray,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Per-row training loss ``0.5||z||^2 - log|det J|`` (constants dropped). Draws no noise:
-        ``generator`` is accepted so that every model's ``nll`` is called the same way."""
-        x = as_input(self, x, "x", self.data_dim)
-        condition = as_input(self, condition, "condition", self.condition_dim)
-        return self._nll(x, condition)
 
     def log_prob(self, x: Tensor | np.ndarray, condition: Tensor | np.ndarray) -> Tensor:
         """Exact log p(x | c) per row, constants included."""

@@ -21,15 +21,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
 from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
-from replicate.models.standardization import Standardization
 
-__all__ = ["ConditionalFlow", "StandardizedModel", "as_input", "sampling_inputs"]
+__all__ = ["ConditionalFlow"]
 
 # A learned eps is exp(EPS_RATE * parameter): Adam moves a parameter by about its learning rate
 # per step, and log eps must travel several e-folds (from the observations' std down to the
@@ -54,160 +55,7 @@ def _per_coordinate(
     return values
 
 
-def as_input(
-    model: nn.Module, t: Tensor | np.ndarray, name: str, width: int, ndims: tuple[int, ...] = (2,)
-) -> Tensor:
-    """``t`` as a tensor that fits ``model``, or ``ValueError`` saying what was expected.
-
-    ``t`` must have shape (batch, ``width``) (or (``width``,) when ``ndims`` allows 1) and be
-    finite. A numpy array (or any array-like) becomes a tensor on the model's device; real numbers
-    of another dtype (float64, integers, bool) are converted to the model's floating-point dtype.
-    A tensor on another device is refused with the ``.to(...)`` to write: moving data between
-    devices silently hides a slow copy. A wrong input fails here, naming the argument, instead of
-    deep inside a matmul or as a NaN loss. Shared by every conditional model
-    (:class:`ConditionalFlow`, the cINN, the INN).
-
-    Example:
-        >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)
-        >>> as_input(flow, np.zeros((5, 2)), "x", 2).dtype
-        torch.float32
-        >>> as_input(flow, torch.zeros(5, 3), "x", 2)
-        Traceback (most recent call last):
-        ...
-        ValueError: x must have shape (batch, 2), got (5, 3)
-    """
-    param = next(model.parameters())
-    if not isinstance(t, Tensor):
-        try:
-            t = torch.as_tensor(np.asarray(t), device=param.device)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(
-                f"{name} must be a torch.Tensor or a numpy array of real numbers, "
-                f"got {type(t).__name__}"
-            ) from None
-    if t.ndim not in ndims or t.ndim == 0 or t.shape[-1] != width:
-        shapes = " or ".join(f"(batch, {width})" if n == 2 else f"({width},)" for n in ndims)
-        raise ValueError(f"{name} must have shape {shapes}, got {tuple(t.shape)}")
-    if t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got {t.dtype}")
-    if t.device != param.device:
-        raise ValueError(
-            f"{name} is on {t.device} but the model is on {param.device}; "
-            f"move it with .to({str(param.device)!r})"
-        )
-    t = t.to(param.dtype)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, but contains NaN or inf values")
-    return t
-
-
-def sampling_inputs(
-    model: nn.Module,
-    condition: Tensor | np.ndarray,
-    n: int | None,
-    z: Tensor | np.ndarray | None,
-    condition_dim: int,
-    latent_dim: int,
-) -> tuple[Tensor, Tensor, tuple[int, ...]]:
-    """Checked ``(conditions, z, shape)`` for a model's ``sample``: one row per sample, and the
-    leading shape the samples are returned in (``samples.reshape(*shape, D)``).
-
-    - one condition (``condition_dim``,) with ``n`` samples: ``shape = (n,)``;
-    - a batch (B, ``condition_dim``) with ``n=None``: one sample per row, ``shape = (B,)``;
-    - a batch (B, ``condition_dim``) with ``n``: ``n`` samples of each, ``shape = (B, n)``
-      (so a single observation of shape (1, M) gives (1, n, D)).
-
-    ``z`` (of ``shape`` + (``latent_dim``,), or flat (rows, ``latent_dim``)) fixes the latent
-    variable; None draws it from N(0, I). With one condition, a given ``z`` and no ``n``, ``n`` is
-    the number of rows of ``z``. Every input passes :func:`as_input` (numpy arrays and other dtypes
-    are converted).
-
-    Example:
-        >>> flow = ConditionalFlow(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=4)
-        >>> c, z, shape = sampling_inputs(flow, torch.eye(3)[:2], 5, None, 3, 2)
-        >>> tuple(c.shape), tuple(z.shape), shape
-        ((10, 3), (10, 2), (2, 5))
-    """
-    condition = as_input(model, condition, "condition", condition_dim, ndims=(1, 2))
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"sample: n must be a positive integer (samples per condition), got {n!r}")
-    if condition.ndim == 1:
-        if n is None and z is not None:
-            n = len(z)
-        if n is None:
-            raise ValueError("sample(condition, n): one condition of shape (M,) needs n >= 1")
-        shape: tuple[int, ...] = (n,)
-        condition = condition.expand(n, -1)
-    elif n is None:
-        shape = (condition.shape[0],)
-    else:
-        shape = (condition.shape[0], n)
-        condition = condition.repeat_interleave(n, dim=0)
-    rows = condition.shape[0]
-    if z is None:
-        return (
-            condition,
-            torch.randn(rows, latent_dim, dtype=condition.dtype, device=condition.device),
-            shape,
-        )
-    if isinstance(z, Tensor) and z.ndim == len(shape) + 1 and tuple(z.shape[:-1]) == shape:
-        z = z.reshape(rows, z.shape[-1])
-    z = as_input(model, z, "z", latent_dim)
-    if z.shape[0] != rows:
-        raise ValueError(f"z has {z.shape[0]} rows but {rows} samples are asked for")
-    return condition, z, shape
-
-
-class StandardizedModel(nn.Module):
-    """What the conditional models share: per-coordinate standardisation of x and of the
-    condition (:class:`replicate.models.standardization.Standardization`, identity until
-    fitted), and :meth:`fit_standardization` to fit both from training data."""
-
-    def __init__(self, data_dim: int, condition_dim: int) -> None:
-        super().__init__()
-        self.data_dim, self.condition_dim = data_dim, condition_dim
-        self.x_standardization = Standardization(data_dim)
-        self.c_standardization = Standardization(condition_dim)
-
-    def fit_standardization(
-        self, x: Tensor | np.ndarray | None = None, condition: Tensor | np.ndarray | None = None
-    ) -> StandardizedModel:
-        """Standardise x and/or the condition by the per-coordinate mean and std of training data.
-
-        Call once before training, with the training set (or a large part of it); returns
-        ``self``. Leave a one-hot condition unstandardised (pass only ``x``).
-
-        Example:
-            >>> flow = ConditionalFlow(2, 2, 2, n_blocks=1, hidden=4)
-            >>> x, c = 100 + 5 * torch.randn(500, 2), torch.randn(500, 2)
-            >>> flow.fit_standardization(x, c).x_standardization.shift.round(decimals=-1).tolist()
-            [100.0, 100.0]
-        """
-        if x is not None:
-            self.x_standardization.fit(as_input(self, x, "x", self.data_dim))
-        if condition is not None:
-            self.c_standardization.fit(as_input(self, condition, "condition", self.condition_dim))
-        return self
-
-    # -- training: what the shared trainer calls (replicate.training.TrainingStep) ------------
-    def schedule(self, iteration: int) -> dict[str, Tensor]:
-        """Training inputs that change with the iteration besides the batch, as tensors (so that
-        a CUDA graph of the step reads them anew on every replay): none here, the INN's ramp."""
-        return {}
-
-    def loss_terms(self, x: Tensor, condition: Tensor, **schedule: Tensor) -> dict[str, Tensor]:
-        """The training loss of one batch, ``{"loss": mean NLL}``, with no input checks (no
-        host synchronisation): the trainer checks the data set once, the public methods every
-        call."""
-        return {"loss": self._nll(x, condition).mean()}
-
-    def _nll(
-        self, x: Tensor, condition: Tensor, generator: torch.Generator | None = None
-    ) -> Tensor:
-        raise NotImplementedError
-
-
-class ConditionalFlow(StandardizedModel):
+class ConditionalFlow(ConditionalModel):
     """Model p(x | c) and infer c from x with one invertible network.
 
     Dimensions: ``data_dim`` (D) + padding (P) = ``latent_dim`` (K) + ``condition_dim`` (M); the
@@ -242,13 +90,12 @@ class ConditionalFlow(StandardizedModel):
         eps: std of the noise on the condition output, in the condition's units (paper: 0.1);
             with ``learn_eps`` its starting value, with ``anneal_from`` its final one.
         sigma: standard deviation of the noise on the zero padding (paper: 0.05).
-        n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network, see
-            :class:`replicate.models.flows.InvertibleNetwork`.
         learn_eps: fit eps by maximum likelihood (one value per condition coordinate).
         eps_min: the learned eps's floor, in the condition's units (one value or one per
             coordinate; for a deterministic simulator it is the posterior's thickness).
         anneal_from: anneal eps from this value (condition's units) down to ``eps``.
         anneal_iterations: the iterations the annealing takes.
+        network: the invertible network's :class:`~replicate.models.base.NetworkSettings`.
     """
 
     eps_per_dim: Tensor
@@ -261,16 +108,11 @@ class ConditionalFlow(StandardizedModel):
         latent_dim: int,
         eps: float | Sequence[float] = 0.1,
         sigma: float = 0.05,
-        n_blocks: int = 8,
-        hidden: int = 512,
-        subnet_layers: int = 3,
-        clamp: float = 2.0,
-        permutation_seed: int | None = 0,
-        init_scale: float | None = None,
         learn_eps: bool = False,
         eps_min: float | Sequence[float] = 0.0,
         anneal_from: float | Sequence[float] | None = None,
         anneal_iterations: int = 0,
+        **network: Unpack[NetworkSettings],
     ) -> None:
         for name, value in (("data_dim", data_dim), ("condition_dim", condition_dim)):
             if value < 1:
@@ -324,15 +166,7 @@ class ConditionalFlow(StandardizedModel):
             self.log_eps_excess = nn.Parameter(torch.log(eps_values - floor) / EPS_RATE)
         if anneal_from is not None:
             self.register_buffer("eps_start", start)
-        self.network = InvertibleNetwork(
-            data_dim + pad_dim,
-            n_blocks,
-            hidden,
-            subnet_layers,
-            clamp,
-            permutation_seed=permutation_seed,
-            init_scale=init_scale,
-        )
+        self.network = InvertibleNetwork(data_dim + pad_dim, **network)
 
     @classmethod
     def for_observations(
@@ -341,7 +175,7 @@ class ConditionalFlow(StandardizedModel):
         observation_dim: int,
         noise_std: float | Sequence[float] | None = None,
         eps_min: float | Sequence[float] = 0.0,
-        **network: float | int | None,
+        **settings: Any,
     ) -> ConditionalFlow:
         """The method for a continuous observation: ``latent_dim = data_dim`` so the posterior
         can spread in every direction (padding = ``observation_dim``), ``sigma`` 0.05, and
@@ -364,10 +198,10 @@ class ConditionalFlow(StandardizedModel):
             >>> bool((learned.eps_now() - learned.c_standardization.scale).abs().max() < 1e-5)
             True
         """
-        network.setdefault("sigma", 0.05)
+        settings.setdefault("sigma", 0.05)
         learned = {"learn_eps": True, "eps_min": eps_min} if noise_std is None else {}
         return cls(
-            data_dim, observation_dim, latent_dim=data_dim, eps=noise_std, **learned, **network
+            data_dim, observation_dim, latent_dim=data_dim, eps=noise_std, **learned, **settings
         )
 
     def extra_repr(self) -> str:
@@ -422,23 +256,6 @@ class ConditionalFlow(StandardizedModel):
         return y[:, : self.latent_dim], y[:, self.latent_dim :], log_det
 
     # -- the method ---------------------------------------------------------------------------
-    def nll(
-        self,
-        x: Tensor | np.ndarray,
-        condition: Tensor | np.ndarray,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Per-row training loss: ``0.5||z||^2 + 0.5||(c_hat - c) / eps||^2 - log|det J|``.
-
-        The padding gets fresh noise of std ``sigma``, drawn from ``generator`` (default: the
-        global one; pass a seeded one for a validation loss that does not move training's
-        randomness). Constants are dropped (paper eq. 10); with standardisation, ``J`` includes
-        the map of x, so the loss is that of x in its own units.
-        """
-        x = as_input(self, x, "x", self.data_dim)
-        condition = as_input(self, condition, "condition", self.condition_dim)
-        return self._nll(x, condition, generator)
-
     def _nll(
         self,
         x: Tensor,
@@ -446,6 +263,13 @@ class ConditionalFlow(StandardizedModel):
         generator: torch.Generator | None = None,
         eps: Tensor | None = None,
     ) -> Tensor:
+        """Per-row training loss: ``0.5||z||^2 + 0.5||(c_hat - c) / eps||^2 - log|det J|``.
+
+        The padding gets fresh noise of std ``sigma``, drawn from ``generator`` (a seeded one
+        gives a validation loss that does not move training's randomness). Constants are dropped
+        (paper eq. 10); with standardisation, ``J`` includes the map of x, so the loss is that of
+        x in its own units.
+        """
         z, c_hat, log_det = self._forward(x, noise=True, generator=generator)
         eps_std = self._eps() if eps is None else eps / self.c_standardization.scale
         residual = (c_hat - self.c_standardization(condition)) / eps_std

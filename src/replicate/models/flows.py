@@ -176,8 +176,8 @@ class InvertibleNetwork(nn.Module):
     def __init__(
         self,
         dim: int,
-        n_blocks: int,
-        hidden: int,
+        n_blocks: int = 8,
+        hidden: int = 512,
         subnet_layers: int = 3,
         clamp: float = 2.0,
         condition_dim: int = 0,

@@ -13,7 +13,7 @@ but it is trained by four weighted losses instead of one likelihood:
 A variant switches losses on or off (Figure 5.2 of the paper). The INN has no density, so unlike
 :class:`replicate.models.conditional_flow.ConditionalFlow` it offers no ``log_prob``. Like the
 other models it can standardise x and y inside the model
-(:meth:`~replicate.models.conditional_flow.StandardizedModel.fit_standardization`): the four
+(:meth:`~replicate.models.base.ConditionalModel.fit_standardization`): the four
 losses then compare standardised values (the kernel widths are in those units) and the noise
 scales stay in y's own units, as ``eps`` does for the method.
 
@@ -21,7 +21,7 @@ Example:
     >>> import torch
     >>> inn = INN(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=2, hidden=16)
     >>> x, c = torch.randn(64, 2), torch.eye(3)[torch.randint(3, (64,))]
-    >>> sorted(inn.losses(x, c, iteration=0))
+    >>> sorted(inn.loss_terms(x, c, **inn.schedule(0)))
     ['loss', 'ramp', 'x_backward', 'x_reconstruction', 'y', 'z']
     >>> inn.predict(x).shape, inn.sample(torch.eye(3)[0], n=5).shape
     (torch.Size([64, 3]), torch.Size([5, 2]))
@@ -30,12 +30,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.models.conditional_flow import StandardizedModel, as_input, sampling_inputs
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
 from replicate.models.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
@@ -109,7 +110,7 @@ def backward_ramp(epoch: int | float, ramp_epochs: float, start: float = 0.002) 
     return min(1.0, 2.0 * start ** (1.0 - float(epoch) / ramp_epochs))
 
 
-class INN(StandardizedModel):
+class INN(ConditionalModel):
     """Invertible network ``[x, pad] <-> [z, pad, y]`` trained with the INN's four losses.
 
     Args:
@@ -129,8 +130,10 @@ class INN(StandardizedModel):
         losses: which losses are on (a subset of :data:`INN_LOSSES`).
         ramp_start, ramp_epochs, iterations_per_epoch: the backward-MMD ramp, see
             :func:`backward_ramp`; the epoch is ``iteration // iterations_per_epoch``.
-        n_blocks, hidden, subnet_layers, clamp, permutation_seed, init_scale: the network.
+        network: the invertible network's :class:`~replicate.models.base.NetworkSettings`.
     """
+
+    has_log_prob = False  # four losses, no likelihood: no density to evaluate
 
     def __init__(
         self,
@@ -147,12 +150,7 @@ class INN(StandardizedModel):
         ramp_start: float = 0.002,
         ramp_epochs: float = 50,
         iterations_per_epoch: int = 8,
-        n_blocks: int = 8,
-        hidden: int = 512,
-        subnet_layers: int = 3,
-        clamp: float = 2.0,
-        permutation_seed: int | None = 0,
-        init_scale: float | None = None,
+        **network: Unpack[NetworkSettings],
     ) -> None:
         total = latent_dim + condition_dim if total_dim is None else total_dim
         if total < data_dim or total < latent_dim + condition_dim:
@@ -180,15 +178,7 @@ class INN(StandardizedModel):
         self.active = tuple(name for name in INN_LOSSES if name in losses)
         self.ramp_start, self.ramp_epochs = ramp_start, ramp_epochs
         self.iterations_per_epoch = iterations_per_epoch
-        self.network = InvertibleNetwork(
-            total,
-            n_blocks,
-            hidden,
-            subnet_layers,
-            clamp,
-            permutation_seed=permutation_seed,
-            init_scale=init_scale,
-        )
+        self.network = InvertibleNetwork(total, **network)
 
     # -- layout -------------------------------------------------------------------------------
     def _noise(self, x: Tensor, width: int, scale: float | Tensor) -> Tensor:
@@ -223,17 +213,6 @@ class INN(StandardizedModel):
                 self.weights.get("x_backward", 0.0) * ramp, dtype=torch.float32
             ),
         }
-
-    def losses(self, x: Tensor, condition: Tensor, iteration: int) -> dict[str, Tensor]:
-        """:meth:`loss_terms` at training iteration ``iteration`` (its ramp), on the CPU.
-
-        Example:
-            >>> inn = INN(data_dim=2, condition_dim=3, latent_dim=2, n_blocks=1, hidden=8)
-            >>> x, c = torch.randn(16, 2), torch.eye(3)[torch.arange(16) % 3]
-            >>> float(inn.losses(x, c, iteration=0)["ramp"])
-            0.004000000189989805
-        """
-        return self.loss_terms(x, condition, **self.schedule(iteration))
 
     def loss_terms(
         self, x: Tensor, condition: Tensor, ramp: Tensor, backward_weight: Tensor

@@ -96,13 +96,13 @@ def training_step(
         >>> training_step("cinn", cfg, torch.device("cpu"))(0)
     """
     from replicate.experiments.gmm.settings import model_section
-    from replicate.experiments.gmm.training import build_model
+    from replicate.experiments.gmm.training import gmm_model
     from replicate.training import make_optimizer
 
     gm = GaussianMixture("all")
     x, labels = gm.sample(gmm_config["batch_size"], torch.Generator().manual_seed(seed))
     x, c = x.to(device), gm.one_hot(labels).to(device)
-    model = build_model(name, gmm_config, "all", seed).to(device).train()
+    model = gmm_model(name, gmm_config, "all", seed).to(device).train()
     opt_cfg = dict(gmm_config[model_section(name)]["optimizer"])
     optimizer = make_optimizer(model.parameters(), **opt_cfg)
     # The training step of replicate.experiments.gmm.training, run as training runs it (on a GPU:

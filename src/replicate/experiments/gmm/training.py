@@ -35,17 +35,15 @@ from torch import Tensor, nn
 
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
-from replicate.models.cinn import ConditionalINN
-from replicate.models.conditional_flow import ConditionalFlow, as_input
-from replicate.models.flows import network_kwargs
-from replicate.models.inn import INN
+from replicate.models.base import ConditionalModel, as_input
+from replicate.models.build import build_model, inn_settings
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "GMMModel",
-    "build_model",
+    "gmm_model",
     "load_gmm_model",
     "train_gmm_model",
     "training_setup",
@@ -57,7 +55,9 @@ log = logging.getLogger("replicate")
 RESUME_EVERY = 50
 
 
-def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: int) -> nn.Module:
+def gmm_model(
+    name: str, gmm_config: Mapping[str, Any], label_map: str, seed: int
+) -> ConditionalModel:
     """A freshly initialised model; weights and permutations drawn from ``seed``.
 
     The global random state is left as it was, so building a model never changes what a caller
@@ -66,51 +66,32 @@ def build_model(name: str, gmm_config: Mapping[str, Any], label_map: str, seed: 
     Example:
         >>> cfg = {"network": {"n_blocks": 2, "hidden": 8, "subnet_layers": 3, "clamp": 2.0},
         ...        "cinn": {}}
-        >>> type(build_model("cinn", cfg, "all", seed=0)).__name__
+        >>> type(gmm_model("cinn", cfg, "all", seed=0)).__name__
         'ConditionalINN'
     """
     section = model_section(name)
     gm = GaussianMixture(label_map)
-    net = dict(gmm_config["network"])
+    net = gmm_config["network"]
     # The width of the padded models' network; None: the paper's z + y (no output padding).
     total_dim = net.get("total_dim")
-    network = network_kwargs(net, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if section == "ours":
-            cfg = gmm_config["ours"]
-            # Ours has no output padding: all of the width past y is z.
-            latent_dim = cfg["latent_dim"] if total_dim is None else total_dim - gm.condition_dim
-            return ConditionalFlow(
-                gm.data_dim,
-                gm.condition_dim,
-                latent_dim,
-                eps=cfg["eps"],
-                sigma=cfg["sigma"],
-                **network,
-            )
-        if section == "cinn":
-            return ConditionalINN(gm.data_dim, gm.condition_dim, **network)
+    if section == "ours":
+        cfg = gmm_config["ours"]
+        # Ours has no output padding: all of the width past y is z.
+        latent_dim = cfg["latent_dim"] if total_dim is None else total_dim - gm.condition_dim
+        settings = {"latent_dim": latent_dim, "eps": cfg["eps"], "sigma": cfg["sigma"]}
+    elif section == "cinn":
+        settings = {}
+    else:
         cfg = gmm_config["inn"]
         variant = cfg["variants"].get(name[len(INN_PREFIX) :])
         if variant is None:
             raise ValueError(f"gmm.inn.variants has no entry for model '{name}'")
-        return INN(
-            gm.data_dim,
-            gm.condition_dim,
-            cfg["latent_dim"],
-            total_dim=total_dim,
-            y_noise=cfg["y_noise"],
-            sample_y_noise=cfg["sample_y_noise"],
-            pad_noise=cfg["pad_noise"],
-            weights=cfg["weights"],
-            mmd_widths=cfg["mmd_widths"],
-            losses=variant["losses"],
-            ramp_start=cfg["ramp"]["start"],
-            ramp_epochs=variant["ramp_epochs"],
-            iterations_per_epoch=cfg["ramp"]["iterations_per_epoch"],
-            **network,
-        )
+        settings = {
+            "latent_dim": cfg["latent_dim"],
+            "total_dim": total_dim,
+            **inn_settings(cfg, variant["ramp_epochs"], losses=variant["losses"]),
+        }
+    return build_model(section, gm.data_dim, gm.condition_dim, net, seed, **settings)
 
 
 def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[str, Any]:
@@ -134,7 +115,7 @@ def training_setup(
     seed_everything(seed)
     gm = GaussianMixture(label_map)
     x_train, labels = gm.sample(gmm_config["n_train"], torch.Generator().manual_seed(seed))
-    model = build_model(name, gmm_config, label_map, seed).to(device)
+    model = gmm_model(name, gmm_config, label_map, seed).to(device)
     # Checked once here, so the training step does not check (and synchronise) every batch.
     x_train = as_input(model, x_train.to(device), "x", gm.data_dim)
     c_train = as_input(model, gm.one_hot(labels).to(device), "condition", gm.condition_dim)
@@ -237,7 +218,7 @@ class GMMModel:
         self.name, self.module = name, module.eval()
         self.mixture = GaussianMixture(label_map)
         self.n_labels = self.mixture.n_labels
-        self.has_log_prob = not isinstance(module, INN)
+        self.has_log_prob = module.has_log_prob
 
     @property
     def device(self) -> torch.device:
@@ -251,7 +232,7 @@ class GMMModel:
         with the label prior over the ``n_labels`` labels; the other columns are ``-inf``.
         """
         x = x.to(self.device)
-        if isinstance(self.module, ConditionalINN):
+        if not hasattr(self.module, "predict"):  # the cINN: no forward-pass classifier
             candidates = self.mixture.one_hot(torch.arange(self.n_labels)).to(x.device)
             log_post = self.module.classify(x, candidates, self.mixture.label_prior.log())
             scores = x.new_full((x.shape[0], self.mixture.condition_dim), float("-inf"))
@@ -290,7 +271,7 @@ def load_gmm_model(
     """
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, gmm_config, label_map), dev)
-    module = build_model(name, gmm_config, label_map, seed=0).to(dev)
+    module = gmm_model(name, gmm_config, label_map, seed=0).to(dev)
     # The permutations are buffers, so the stored ones (drawn from the run's seed) replace seed 0.
     module.load_state_dict(tensors)
     return GMMModel(name, module, label_map)

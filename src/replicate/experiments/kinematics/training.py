@@ -47,10 +47,8 @@ from torch import Tensor, nn
 from replicate.experiments.kinematics.npe import load_npe, train_npe_model
 from replicate.experiments.kinematics.problem import simulated_batch
 from replicate.experiments.kinematics.settings import model_kind
-from replicate.models.cinn import ConditionalINN
-from replicate.models.conditional_flow import ConditionalFlow
-from replicate.models.flows import network_kwargs
-from replicate.models.inn import INN
+from replicate.models.base import ConditionalModel
+from replicate.models.build import build_model, inn_settings
 from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
 from replicate.training import fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
@@ -58,7 +56,7 @@ from replicate.training_steps import TrainingSetup, TrainingStep
 __all__ = [
     "DATA_DIM",
     "OBSERVATION_DIM",
-    "build_model",
+    "kinematics_model",
     "load_kinematics_model",
     "simulated_batch",
     "train_kinematics_model",
@@ -72,51 +70,33 @@ DATA_DIM, OBSERVATION_DIM = 4, 2
 _STANDARDIZATION_STREAM = 7_919
 
 
-def build_model(name: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
+def kinematics_model(name: str, settings: Mapping[str, Any], seed: int) -> ConditionalModel:
     """A freshly initialised model ``name`` (weights and permutations from ``seed``), its
     standardisation not yet fitted. The global random state is left as it was.
 
     Example:
         >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0}
-        >>> build_model("cinn", {"network": net, "cinn": {}}, seed=0).network.dim
+        >>> kinematics_model("cinn", {"network": net, "cinn": {}}, seed=0).network.dim
         4
     """
     kind = model_kind(name)
-    net = settings["network"]
-    network = network_kwargs(net, seed)
     latent_dim = DATA_DIM - OBSERVATION_DIM
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "cinn":
-            return ConditionalINN(DATA_DIM, OBSERVATION_DIM, **network)
-        cfg = settings[kind]
-        if kind == "ours":
-            with warnings.catch_warnings():
-                # latent_dim 2 < data_dim 4 on purpose: y = f(x) is a function of x, so the
-                # posterior is a 2-d surface, thickened by eps (ConditionalFlow's warning).
-                warnings.simplefilter("ignore", UserWarning)
-                return ConditionalFlow(
-                    DATA_DIM,
-                    OBSERVATION_DIM,
-                    latent_dim,
-                    sigma=0.0,  # no padding to put noise on
-                    **_eps_settings(cfg, settings["training"]["iterations"]),
-                    **network,
-                )
-        return INN(
-            DATA_DIM,
-            OBSERVATION_DIM,
-            latent_dim,
-            y_noise=cfg["y_noise"],
-            sample_y_noise=cfg["sample_y_noise"],
-            pad_noise=0.0,  # no padding
-            weights=cfg["weights"],
-            mmd_widths=cfg["mmd_widths"],
-            ramp_start=cfg["ramp"]["start"],
-            ramp_epochs=cfg["ramp"]["epochs"],
-            iterations_per_epoch=cfg["ramp"]["iterations_per_epoch"],
-            **network,
-        )
+    if kind == "cinn":
+        own: dict[str, Any] = {}
+    elif kind == "ours":
+        own = {
+            "latent_dim": latent_dim,
+            "sigma": 0.0,  # no padding to put noise on
+            **_eps_settings(settings["ours"], settings["training"]["iterations"]),
+        }
+    else:
+        cfg = settings["inn"]
+        own = {"latent_dim": latent_dim, **inn_settings(cfg, cfg["ramp"]["epochs"], pad_noise=0.0)}
+    with warnings.catch_warnings():
+        # Ours: latent_dim 2 < data_dim 4 on purpose: y = f(x) is a function of x, so the
+        # posterior is a 2-d surface, thickened by eps (ConditionalFlow's warning).
+        warnings.simplefilter("ignore", UserWarning)
+        return build_model(kind, DATA_DIM, OBSERVATION_DIM, settings["network"], seed, **own)
 
 
 def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,7 +128,7 @@ def training_setup(
     generator seeded by ``(seed, iteration)``."""
     kind, training = model_kind(name), settings["training"]
     seed_everything(seed)
-    model = build_model(name, settings, seed)
+    model = kinematics_model(name, settings, seed)
     n_fit = training["standardization_draws"]
     x_fit, y_fit = simulated_batch(n_fit, seed, -_STANDARDIZATION_STREAM)
     model.fit_standardization(x_fit.float(), y_fit.float())
@@ -248,7 +228,7 @@ def load_kinematics_model(
         return load_npe(checkpoint_path, settings, device)
     dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, settings), dev)
-    module = build_model(name, settings, seed=0).to(dev)
+    module = kinematics_model(name, settings, seed=0).to(dev)
     # The permutations and standardisations are buffers: the stored ones replace seed 0's.
     module.load_state_dict(tensors)
     return module.eval()

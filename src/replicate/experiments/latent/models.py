@@ -22,13 +22,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import torch
 from torch import Tensor, nn
 
+from replicate.models.base import NetworkSettings, as_input
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.flows import InvertibleNetwork
 from replicate.models.standardization import Standardization
 from replicate.runtime import (
     load_checkpoint,
@@ -51,24 +53,43 @@ __all__ = [
 
 
 N_CLASSES = 10
+# GLF's flow on its 20-d code (SPEC E3): 4 coupling blocks, subnets of width 64; the network of
+# every latent model where the caller sets none (the pipeline always passes latent.flow's).
+GLF_NETWORK = NetworkSettings(n_blocks=4, hidden=64, subnet_layers=3, clamp=2.0)
 
 
 class LatentModel(nn.Module):
     """What every model on auto-encoder latents shares: integer labels as one-hot conditions,
     and ``u`` standardised by the training latents' mean and std (buffers, saved with the weights).
+    It follows :class:`~replicate.models.base.ConditionalModel`'s interface with ``x = u`` and
+    the integer labels as the condition (tests/test_model_interface.py checks both together).
 
     Example:
         >>> import torch
         >>> model = LatentModel(latent_dim=3, n_classes=2)
-        >>> model.set_standardisation(torch.full((3,), 5.0), torch.full((3,), 2.0))
-        >>> model.standardise(torch.full((1, 3), 7.0)).tolist(), model.one_hot(torch.tensor([1]))
-        ([[1.0, 1.0, 1.0]], tensor([[0., 1.]]))
+        >>> model = model.fit_standardization(torch.tensor([[3.0, 3, 3], [7, 7, 7]]))
+        >>> model.u_standardization(torch.full((1, 3), 7.0)).tolist()
+        [[0.7071067690849304, 0.7071067690849304, 0.7071067690849304]]
+        >>> model.one_hot(torch.tensor([1]))
+        tensor([[0., 1.]])
     """
+
+    has_log_prob: ClassVar[bool] = True
 
     def __init__(self, latent_dim: int, n_classes: int) -> None:
         super().__init__()
         self.latent_dim, self.n_classes = latent_dim, n_classes
         self.u_standardization = Standardization(latent_dim)
+
+    def _standardised(self, u: Tensor) -> Tensor:
+        """Raw latents checked (shape (N, latent_dim), finite, on the model's device: a clear
+        error naming ``u`` otherwise) and standardised, for the public methods."""
+        return self.u_standardization(as_input(self, u, "u", self.latent_dim))
+
+    def schedule(self, iteration: int) -> dict[str, Tensor]:
+        """Nothing changes with the iteration but the batch (the interface of
+        :class:`~replicate.models.base.ConditionalModel`)."""
+        return {}
 
     @property
     def u_mean(self) -> Tensor:
@@ -80,19 +101,12 @@ class LatentModel(nn.Module):
         """The training latents' per-coordinate std (the standardisation's scale)."""
         return self.u_standardization.scale
 
-    def set_standardisation(self, mean: Tensor, std: Tensor) -> None:
-        """Store the per-coordinate mean and std of the training latents."""
-        if bool((std <= 0).any()):
-            raise ValueError("every latent coordinate needs a positive std")
-        self.u_standardization.set(mean, std)
-
-    def standardise(self, u: Tensor) -> Tensor:
-        """Raw latents -> the network's input space."""
-        return self.u_standardization(u)
-
-    def destandardise(self, x: Tensor) -> Tensor:
-        """The network's input space -> raw latents (the inverse of :meth:`standardise`)."""
-        return self.u_standardization.inverse(x)
+    def fit_standardization(self, x: Tensor, condition: Tensor | None = None) -> LatentModel:
+        """Standardise ``u`` by the per-coordinate mean and std of the training latents ``x``
+        (N, latent_dim), as every model's ``fit_standardization``; returns ``self``. The labels
+        (``condition``) are one-hot and left as they are."""
+        self.u_standardization.fit(torch.as_tensor(x))
+        return self
 
     def one_hot(self, labels: Tensor) -> Tensor:
         """Integer labels (N,) -> one-hot float (N, n_classes) on the model's device."""
@@ -141,8 +155,9 @@ class LatentFlow(LatentModel):
     Args:
         latent_dim: size of ``u`` (and of ``z``; the padding then has ``n_classes`` dims).
         n_classes: number of labels; the condition is the one-hot label.
-        eps, sigma, n_blocks, hidden, subnet_layers, clamp, permutation_seed: passed to
-            :class:`ConditionalFlow`.
+        eps, sigma: passed to :class:`ConditionalFlow`.
+        network: its :class:`~replicate.models.base.NetworkSettings` (GLF's flow where left out:
+            :data:`GLF_NETWORK`).
 
     Example:
         >>> import torch
@@ -157,11 +172,7 @@ class LatentFlow(LatentModel):
         n_classes: int = N_CLASSES,
         eps: float = 0.1,
         sigma: float = 0.05,
-        n_blocks: int = 4,
-        hidden: int = 64,
-        subnet_layers: int = 3,
-        clamp: float = 2.0,
-        permutation_seed: int = 0,
+        **network: Unpack[NetworkSettings],
     ) -> None:
         super().__init__(latent_dim, n_classes)
         # D = latent_dim, M = n_classes, K = latent_dim: the padding has n_classes dims.
@@ -171,34 +182,41 @@ class LatentFlow(LatentModel):
             latent_dim=latent_dim,
             eps=eps,
             sigma=sigma,
-            n_blocks=n_blocks,
-            hidden=hidden,
-            subnet_layers=subnet_layers,
-            clamp=clamp,
-            permutation_seed=permutation_seed,
+            **{**GLF_NETWORK, **network},
         )
 
-    def nll(self, u: Tensor, labels: Tensor) -> Tensor:
-        """Per-row training loss of raw latents ``u`` with integer ``labels`` (paper eq. 10).
+    @property
+    def network(self) -> InvertibleNetwork:
+        """The invertible network (that of the wrapped :class:`ConditionalFlow`)."""
+        return self.flow.network
 
-        The standardisation's constant log-Jacobian is left out; it does not change gradients.
+    def nll(self, x: Tensor, condition: Tensor) -> Tensor:
+        """Per-row training loss of raw latents ``x`` with integer labels ``condition`` (paper
+        eq. 10). The standardisation's constant log-Jacobian is left out; it does not change
+        gradients.
         """
-        return self.flow.nll(self.standardise(u), self.one_hot(labels))
+        return self.flow.nll(self._standardised(x), self.one_hot(condition))
 
-    def loss_terms(self, u: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """``{"loss": mean NLL}`` of a batch already checked (the trainer checks the data set
-        once), with no host synchronisation."""
-        return self.flow.loss_terms(self.standardise(u), self._one_hot(labels))
+    def loss_terms(self, x: Tensor, condition: Tensor) -> dict[str, Tensor]:
+        """``{"loss": mean NLL}`` of a batch of latents and labels already checked (the trainer
+        checks the data set once), with no host synchronisation."""
+        return self.flow.loss_terms(self.u_standardization(x), self._one_hot(condition))
+
+    def log_prob(self, x: Tensor, condition: Tensor) -> Tensor:
+        """Estimate of ``log p(u | label)`` of raw latents (:meth:`ConditionalFlow.log_prob`),
+        the standardisation's Jacobian included."""
+        u = self._standardised(x)
+        return self.flow.log_prob(u, self.one_hot(condition)) + self.u_standardization.log_det()
 
     @torch.no_grad()
     def predict(self, u: Tensor) -> Tensor:
         """Class scores ``y_hat`` (N, n_classes) from one forward pass; argmax is the class."""
-        return self.flow.predict(self.standardise(u))
+        return self.flow.predict(self._standardised(u))
 
     @torch.no_grad()
     def encode(self, u: Tensor) -> Tensor:
         """The dummy variable ``z = f_z([u, 0])`` (N, latent_dim)."""
-        return self.flow.encode(self.standardise(u))
+        return self.flow.encode(self._standardised(u))
 
     @torch.no_grad()
     def sample(self, labels: Tensor, z: Tensor | None = None) -> Tensor:
@@ -206,7 +224,7 @@ class LatentFlow(LatentModel):
 
         Pass ``z`` (N, latent_dim) to fix the dummy variable (Figure 5.4); else z ~ N(0, I).
         """
-        return self.destandardise(self.flow.sample(self.one_hot(labels), z=z))
+        return self.u_standardization.inverse(self.flow.sample(self.one_hot(labels), z=z))
 
 
 def network_kwargs(config: Mapping[str, Any], latent_dim: int) -> dict[str, Any]:
@@ -321,42 +339,39 @@ class LatentCINN(LatentModel):
         self,
         latent_dim: int = 20,
         n_classes: int = N_CLASSES,
-        n_blocks: int = 4,
-        hidden: int = 64,
-        subnet_layers: int = 3,
-        clamp: float = 2.0,
-        permutation_seed: int = 0,
+        **network: Unpack[NetworkSettings],
     ) -> None:
         super().__init__(latent_dim, n_classes)
-        self.cinn = ConditionalINN(
-            latent_dim,
-            n_classes,
-            n_blocks=n_blocks,
-            hidden=hidden,
-            subnet_layers=subnet_layers,
-            clamp=clamp,
-            permutation_seed=permutation_seed,
-        )
+        self.cinn = ConditionalINN(latent_dim, n_classes, **{**GLF_NETWORK, **network})
         self.register_buffer("log_prior", torch.full((n_classes,), -math.log(n_classes)))
 
-    def set_statistics(self, u: Tensor, labels: Tensor) -> None:
-        """Store the training latents' per-coordinate mean/std and the label frequencies."""
-        self.set_standardisation(u.mean(0), u.std(0).clamp_min(1e-6))
-        counts = torch.bincount(labels.cpu(), minlength=self.n_classes).double()
-        self.log_prior.copy_(torch.log(counts.clamp_min(1) / counts.sum()))
+    def fit_standardization(self, x: Tensor, condition: Tensor | None = None) -> LatentCINN:
+        """Standardise ``u`` by the training latents ``x`` (as :class:`LatentModel`) and, given
+        the training labels (``condition``), take their frequencies as the class prior."""
+        super().fit_standardization(x)
+        if condition is not None:
+            counts = torch.bincount(condition.cpu(), minlength=self.n_classes).double()
+            self.log_prior.copy_(torch.log(counts.clamp_min(1) / counts.sum()))
+        return self
 
-    def nll(self, u: Tensor, labels: Tensor) -> Tensor:
-        """Per-row training loss ``0.5||z||^2 - log|det J|`` (standardisation constant left out)."""
-        return self.cinn.nll(self.standardise(u), self.one_hot(labels))
+    @property
+    def network(self) -> InvertibleNetwork:
+        """The invertible network (that of the wrapped :class:`ConditionalINN`)."""
+        return self.cinn.network
 
-    def loss_terms(self, u: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    def nll(self, x: Tensor, condition: Tensor) -> Tensor:
+        """Per-row training loss ``0.5||z||^2 - log|det J|`` of raw latents and integer labels
+        (standardisation constant left out)."""
+        return self.cinn.nll(self._standardised(x), self.one_hot(condition))
+
+    def loss_terms(self, x: Tensor, condition: Tensor) -> dict[str, Tensor]:
         """``{"loss": mean NLL}`` of a batch already checked, with no host synchronisation."""
-        return self.cinn.loss_terms(self.standardise(u), self._one_hot(labels))
+        return self.cinn.loss_terms(self.u_standardization(x), self._one_hot(condition))
 
-    def log_prob(self, u: Tensor, labels: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, condition: Tensor) -> Tensor:
         """Exact ``log p(u | label)`` of raw latents, the standardisation's Jacobian included."""
         return (
-            self.cinn.log_prob(self.standardise(u), self.one_hot(labels))
+            self.cinn.log_prob(self._standardised(x), self.one_hot(condition))
             - torch.log(self.u_std).sum()
         )
 
@@ -368,12 +383,12 @@ class LatentCINN(LatentModel):
     @torch.no_grad()
     def encode(self, u: Tensor, labels: Tensor) -> Tensor:
         """The cINN's latent ``z = f(u; label)`` (it needs the label, unlike ours)."""
-        return self.cinn.network(self.standardise(u), self.one_hot(labels))[0]
+        return self.cinn.network(self._standardised(u), self.one_hot(labels))[0]
 
     @torch.no_grad()
     def sample(self, labels: Tensor, z: Tensor | None = None) -> Tensor:
         """Raw latents ``u ~ p(u | label)``, one per entry of ``labels``."""
-        return self.destandardise(self.cinn.sample(self.one_hot(labels), z=z))
+        return self.u_standardization.inverse(self.cinn.sample(self.one_hot(labels), z=z))
 
 
 def _cinn_metadata(flow_config: Mapping[str, Any], latent_dim: int, seed: int) -> dict[str, Any]:

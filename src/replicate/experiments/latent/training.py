@@ -74,11 +74,11 @@ def latent_training_setup(
     if kind == "flow":
         model = LatentFlow(**_flow_kwargs(flow_config, latent_dim), permutation_seed=seed)
         model = model.to(device)
-        model.set_standardisation(u.mean(0), u.std(0).clamp_min(1e-6))
+        model.fit_standardization(u)
     elif kind == "cinn":
         model = LatentCINN(**network_kwargs(flow_config, latent_dim), permutation_seed=seed)
         model = model.to(device)
-        model.set_statistics(u, y)
+        model.fit_standardization(u, y)
     else:
         raise ValueError(f"kind must be 'flow' or 'cinn', got {kind!r}")
     batches = EpochBatches(len(u), int(flow_config["batch_size"]), seed, device=device)
@@ -86,7 +86,7 @@ def latent_training_setup(
 
     def inputs(i: int) -> dict[str, Tensor]:
         rows = batches(i)
-        return {"u": u[rows], "labels": y[rows]}
+        return {"x": u[rows], "condition": y[rows]}
 
     return TrainingSetup(model, optimizer, TrainingStep(inputs, model.loss_terms)), batches
 
