@@ -168,9 +168,10 @@ class ConditionalModel(nn.Module):
 
     has_log_prob: ClassVar[bool] = True
 
-    def __init__(self, data_dim: int, condition_dim: int) -> None:
+    def __init__(self, data_dim: int, condition_dim: int, z_dim: int) -> None:
         super().__init__()
         self.data_dim, self.condition_dim = data_dim, condition_dim
+        self.z_dim = z_dim  # the width of the variable drawn from N(0, I) to sample
         self.x_standardization = Standardization(data_dim)
         self.c_standardization = Standardization(condition_dim)
 
@@ -206,6 +207,32 @@ class ConditionalModel(nn.Module):
         host synchronisation): the trainer checks the data set once, the public methods every
         call."""
         return {"loss": self._nll(x, condition).mean()}
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: Tensor | np.ndarray,
+        n: int | None = None,
+        z: Tensor | np.ndarray | None = None,
+    ) -> Tensor:
+        """Draw x ~ p(x | c).
+
+        - one condition of shape (M,) and ``n``: (n, D);
+        - a batch (B, M) and ``n``: ``n`` samples of each, (B, n, D) (one observation held as
+          (1, M) gives (1, n, D)); no Python loop over the batch;
+        - a batch (B, M) without ``n``: one sample per row, (B, D).
+
+        Numpy arrays and other dtypes are converted (see :func:`as_input`). Pass ``z`` (of the
+        model's ``z_dim``) to fix the variable drawn from N(0, I) instead of drawing it (the
+        paper's Figure 5.4); the model's own noise, if any, is still drawn.
+        """
+        condition, z, shape = sampling_inputs(self, condition, n, z, self.condition_dim, self.z_dim)
+        x = self._sample(self.c_standardization(condition), z)
+        return self.x_standardization.inverse(x).reshape(*shape, self.data_dim)
+
+    def _sample(self, condition: Tensor, z: Tensor) -> Tensor:
+        """x (rows, D), standardised, of checked standardised conditions and z, one per row."""
+        raise NotImplementedError
 
     def nll(
         self,

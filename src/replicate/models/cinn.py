@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input
 from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalINN"]
@@ -44,7 +44,7 @@ class ConditionalINN(ConditionalModel):
         condition_dim: int,
         **network: Unpack[NetworkSettings],
     ) -> None:
-        super().__init__(data_dim, condition_dim)
+        super().__init__(data_dim, condition_dim, z_dim=data_dim)
         self.network = InvertibleNetwork(data_dim, condition_dim=condition_dim, **network)
 
     def _forward(
@@ -73,23 +73,9 @@ class ConditionalINN(ConditionalModel):
         z, log_det = self._forward(x, condition)
         return standard_normal_log_prob(z) + log_det
 
-    @torch.no_grad()
-    def sample(
-        self,
-        condition: Tensor | np.ndarray,
-        n: int | None = None,
-        z: Tensor | np.ndarray | None = None,
-    ) -> Tensor:
-        """Draw x ~ p(x | c): one condition (M,) with ``n`` samples, (n, D); a batch (B, M) with
-        ``n``, (B, n, D); a batch without ``n``, one each, (B, D) (as ConditionalFlow.sample).
-
-        Pass ``z`` to fix the latent variable instead of drawing it.
-        """
-        condition, z, shape = sampling_inputs(
-            self, condition, n, z, self.condition_dim, self.data_dim
-        )
-        x = self.network.inverse(z, self.c_standardization(condition))
-        return self.x_standardization.inverse(x).reshape(*shape, self.data_dim)
+    def _sample(self, condition: Tensor, z: Tensor) -> Tensor:
+        """The inverse from z (as wide as x) given the condition."""
+        return self.network.inverse(z, condition)
 
     @torch.no_grad()
     def classify(self, x: Tensor, candidates: Tensor, log_prior: Tensor | None = None) -> Tensor:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input
 from replicate.models.flows import InvertibleNetwork, standard_normal_log_prob
 
 __all__ = ["ConditionalFlow"]
@@ -153,7 +153,7 @@ class ConditionalFlow(ConditionalModel):
                 raise ValueError(f"anneal_iterations must be >= 1, got {anneal_iterations}")
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
-        super().__init__(data_dim, condition_dim)
+        super().__init__(data_dim, condition_dim, z_dim=latent_dim)
         self.latent_dim, self.pad_dim = latent_dim, pad_dim
         self.eps = eps if eps is None or isinstance(eps, float | int) else tuple(map(float, eps))
         self.sigma = sigma
@@ -339,28 +339,7 @@ class ConditionalFlow(ConditionalModel):
         x = as_input(self, x, "x", self.data_dim)
         return self._forward(x, noise=False)[0]
 
-    @torch.no_grad()
-    def sample(
-        self,
-        condition: Tensor | np.ndarray,
-        n: int | None = None,
-        z: Tensor | np.ndarray | None = None,
-    ) -> Tensor:
-        """Draw x ~ p(x | c).
-
-        - one condition of shape (M,) and ``n``: (n, D);
-        - a batch (B, M) and ``n``: ``n`` samples of each, (B, n, D) (one observation held as
-          (1, M) gives (1, n, D)); no Python loop over the batch;
-        - a batch (B, M) without ``n``: one sample per row, (B, D).
-
-        Numpy arrays and other dtypes are converted (see :func:`as_input`). Pass ``z`` to fix
-        the dummy variable instead of drawing it (the paper's Figure 5.4).
-        """
-        condition, z, shape = sampling_inputs(
-            self, condition, n, z, self.condition_dim, self.latent_dim
-        )
-        eps = self._eps()
-        c_hat = self.c_standardization(condition) + eps * torch.randn_like(condition)
-        x_padded = self.network.inverse(torch.cat([z, c_hat], dim=1))
-        x = self.x_standardization.inverse(x_padded[:, : self.data_dim])
-        return x.reshape(*shape, self.data_dim)
+    def _sample(self, condition: Tensor, z: Tensor) -> Tensor:
+        """The inverse from ``[z, c + eps * n]``, the padding dropped."""
+        c_hat = condition + self._eps() * torch.randn_like(condition)
+        return self.network.inverse(torch.cat([z, c_hat], dim=1))[:, : self.data_dim]

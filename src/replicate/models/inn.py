@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.models.base import ConditionalModel, NetworkSettings, as_input, sampling_inputs
+from replicate.models.base import ConditionalModel, NetworkSettings, as_input
 from replicate.models.flows import InvertibleNetwork
 
 __all__ = ["INN", "INN_LOSSES", "backward_ramp", "mmd_multiscale"]
@@ -167,7 +167,7 @@ class INN(ConditionalModel):
             raise ValueError(f"no weight given for losses {missing}")
         if iterations_per_epoch < 1:
             raise ValueError(f"iterations_per_epoch must be >= 1, got {iterations_per_epoch}")
-        super().__init__(data_dim, condition_dim)
+        super().__init__(data_dim, condition_dim, z_dim=latent_dim)
         self.latent_dim = latent_dim
         self.total_dim = total
         self.pad_x = total - data_dim  # padding on the input side
@@ -284,26 +284,10 @@ class INN(ConditionalModel):
         padded = torch.cat([u, u.new_zeros(u.shape[0], self.pad_x)], dim=1)
         return self.c_standardization.inverse(self.network(padded)[0][:, -self.condition_dim :])
 
-    @torch.no_grad()
-    def sample(
-        self,
-        condition: Tensor | np.ndarray,
-        n: int | None = None,
-        z: Tensor | np.ndarray | None = None,
-    ) -> Tensor:
-        """Draw x for a condition as the reference does: ``f^-1([z, 0, y + sample_y_noise * n])``.
-
-        ``condition`` is one condition (M,) with ``n`` samples, giving (n, D), a batch (B, M)
-        with ``n``, (B, n, D), or a batch without ``n``, one sample each, (B, D); z ~ N(0, I)
-        unless given. As in the reference notebook's sampling cell,
-        the output padding (if any) is zero and y carries the training label noise (its 0.1):
-        without it the samples squeeze towards the mode centres.
-        """
-        condition, z, shape = sampling_inputs(
-            self, condition, n, z, self.condition_dim, self.latent_dim
-        )
-        noise = self._y_noise(self.sample_y_noise) * torch.randn_like(condition)
-        y = self.c_standardization(condition) + noise
+    def _sample(self, condition: Tensor, z: Tensor) -> Tensor:
+        """As the reference does: ``f^-1([z, 0, y + sample_y_noise * n])``. As in the reference
+        notebook's sampling cell, the output padding (if any) is zero and y carries the training
+        label noise (its 0.1): without it the samples squeeze towards the mode centres."""
+        y = condition + self._y_noise(self.sample_y_noise) * torch.randn_like(condition)
         x = self.network.inverse(self._output(z, z.new_zeros(z.shape[0], self.pad_yz), y))
-        x = self.x_standardization.inverse(x[:, : self.data_dim])
-        return x.reshape(*shape, self.data_dim)
+        return x[:, : self.data_dim]
