@@ -20,6 +20,7 @@ from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import MODEL_NAMES, model_names, training_settings
 from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
 from replicate.runtime import CheckpointMismatch
+from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)
 
@@ -48,10 +49,7 @@ def train(tmp_path: Path, name: str, cfg: dict, labels: str = "all", seed: int =
         training_settings(cfg, name),
         labels,
         seed,
-        "cpu",
-        f"{stem}.safetensors",
-        f"{stem}.json",
-        history_path=f"{stem}_history.csv",
+        TrainingFiles(f"{stem}.safetensors", f"{stem}.json", history=f"{stem}_history.csv"),
         progress_every=0,
     )
 
@@ -265,11 +263,12 @@ def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
             settings,
             "all",
             0,
-            "cpu",
-            directory / "m.safetensors",
-            directory / "m.json",
-            history_path=directory / "h.csv",
-            resume_path=directory / "resume.safetensors",
+            TrainingFiles(
+                directory / "m.safetensors",
+                directory / "m.json",
+                history=directory / "h.csv",
+                resume=directory / "resume.safetensors",
+            ),
             progress_every=0,
         )
 

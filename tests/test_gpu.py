@@ -32,7 +32,7 @@ from replicate.experiments.latent.models import (
 )
 from replicate.experiments.latent.training import train_latent_cinn, train_latent_flow
 from replicate.runtime import TrainingDiverged
-from replicate.training import make_optimizer
+from replicate.training import TrainingFiles, make_optimizer
 from replicate.training_steps import EXECUTION_ENV, StepRunner, TrainingStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,8 @@ def test_gmm_model_trains_on_the_device_and_loads_on_the_cpu(
 ) -> None:
     settings = small_gmm_settings(model, "reference")
     ckpt, status = tmp_path / "m.safetensors", tmp_path / "m.json"
-    result = train_gmm_model(model, settings, "all", 0, device, ckpt, status, progress_every=0)
+    files = TrainingFiles(ckpt, status)
+    result = train_gmm_model(model, settings, "all", 0, files, device=device, progress_every=0)
     assert not result["diverged"] and result["iterations_done"] == 5
     assert result["device"].startswith(device)
     assert all(np.isfinite(v) for v in result["final_terms"].values())
@@ -149,19 +150,16 @@ def _train_every_model(tmp_path: Path, device: str) -> dict[str, list[float]]:
         settings = small_gmm_settings(model, "reference") | {"iterations": 30}
         out = tmp_path / f"gmm_{model}"
         out.mkdir(parents=True)
-        train_gmm_model(
-            model, settings, "all", 0, device, out / "m.safetensors", out / "m.json",
-            history_path=out / "h.csv", progress_every=0,
-        )  # fmt: skip
+        files = TrainingFiles(out / "m.safetensors", out / "m.json", history=out / "h.csv")
+        train_gmm_model(model, settings, "all", 0, files, device=device, progress_every=0)
         histories[f"gmm_{model}"] = pd.read_csv(out / "h.csv")["loss"].tolist()
     kin = small_kinematics_config(iterations=30)
     for model in ("ours_eps0.1", "inn", "cinn"):
         out = tmp_path / f"kin_{model}"
         out.mkdir(parents=True)
-        train_kinematics_model(
-            model, training_settings_e4(kin, model), 0, device, out / "m.safetensors",
-            out / "m.json", history_path=out / "h.csv", progress_every=0,
-        )  # fmt: skip
+        files = TrainingFiles(out / "m.safetensors", out / "m.json", history=out / "h.csv")
+        settings = training_settings_e4(kin, model)
+        train_kinematics_model(model, settings, 0, files, device=device, progress_every=0)
         histories[f"kinematics_{model}"] = pd.read_csv(out / "h.csv")["loss"].tolist()
     rng = np.random.default_rng(0)
     # 100 rows in batches of 32: every epoch ends on a partial batch of 4 (run eagerly).

@@ -40,24 +40,21 @@ from replicate.experiments.kinematics.training import (
     training_setup,
 )
 from replicate.runtime import CheckpointMismatch
+from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def train(name: str, kin: dict, directory: Path, seed: int = 0, **kwargs) -> dict:
+def train(name: str, kin: dict, directory: Path, seed: int = 0, resume: Path | None = None) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
-    return train_kinematics_model(
-        name,
-        training_settings(kin, name),
-        seed,
-        "cpu",
+    files = TrainingFiles(
         directory / f"{name}.safetensors",
         directory / f"{name}.json",
-        history_path=directory / f"{name}.csv",
-        progress_every=0,
-        **kwargs,
+        history=directory / f"{name}.csv",
+        resume=resume,
     )
+    return train_kinematics_model(name, training_settings(kin, name), seed, files, progress_every=0)
 
 
 # -- names and settings -----------------------------------------------------------------------
@@ -147,8 +144,8 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path: Path, na
     train(name, kin, tmp_path / "whole")
     resume = tmp_path / "killed" / "resume.safetensors"
     with killed_after_checkpoints(1):
-        train(name, kin, tmp_path / "killed", resume_path=resume)
-    status = train(name, kin, tmp_path / "killed", resume_path=resume)
+        train(name, kin, tmp_path / "killed", resume=resume)
+    status = train(name, kin, tmp_path / "killed", resume=resume)
     assert status["resumed_at_iteration"] == 10
     whole = load_file(tmp_path / "whole" / f"{name}.safetensors")
     resumed = load_file(tmp_path / "killed" / f"{name}.safetensors")

@@ -154,10 +154,11 @@ def test_evaluate_trained_run_matches_an_independent_recomputation(
     tmp_path: Path, model: str
 ) -> None:
     from replicate.experiments.gmm.training import load_gmm_model, train_gmm_model
+    from replicate.training import TrainingFiles
 
     torch.set_num_threads(1)
     ckpt, status = tmp_path / "m.safetensors", tmp_path / "m.json"
-    train_gmm_model(model, TINY, "all", 0, "cpu", ckpt, status, progress_every=0)
+    train_gmm_model(model, TINY, "all", 0, TrainingFiles(ckpt, status), progress_every=0)
     out = [tmp_path / n for n in ("e.json", "s.csv", "p.csv")]
     result = gmm_eval.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *out)
     assert not result["diverged"] and result["has_log_prob"]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from replicate.experiments.gmm.training import train_gmm_model
 from replicate.runtime import TrainingDiverged
-from replicate.training import fit, make_optimizer
+from replicate.training import TrainingFiles, fit, make_optimizer
 from replicate.training_steps import EXECUTION_ENV, StepRunner, TrainingStep, execution_mode
 
 
@@ -46,10 +46,7 @@ def test_terms_read_back_per_segment_give_the_per_iteration_numbers_bit_for_bit(
             settings,
             "all",
             0,
-            "cpu",
-            out / "m.safetensors",
-            out / "m.json",
-            history_path=out / "h.csv",
+            TrainingFiles(out / "m.safetensors", out / "m.json", history=out / "h.csv"),
             progress_every=0,
         )
         runs[mode] = (status, load_file(out / "m.safetensors"), (out / "h.csv").read_text())

@@ -140,13 +140,15 @@ def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: 
         raise
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; ``"cuda"`` without a GPU is an error.
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; ``"cuda"`` without a GPU is an error; a
+    ``torch.device`` is checked the same way and returned.
 
     Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
+        >>> resolve_device("cpu"), resolve_device(torch.device("cpu"))
+        (device(type='cpu'), device(type='cpu'))
     """
+    name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

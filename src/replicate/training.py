@@ -45,6 +45,7 @@ from replicate.training_steps import StepRunner, TrainingStep
 __all__ = [
     "EpochBatches",
     "FitResult",
+    "TrainingFiles",
     "Validation",
     "config_hash",
     "epoch_permutation",
@@ -459,18 +460,33 @@ def config_hash(metadata: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class TrainingFiles:
+    """What a pipeline's training rule writes: the trained weights (``checkpoint``, safetensors),
+    the status JSON (``status``), optionally the per-iteration loss terms (``history``, CSV), and
+    where its resume checkpoint lives (``resume``; not an output of the rule, so that Snakemake
+    does not delete it when a killed job is rerun).
+
+    Example:
+        >>> TrainingFiles("m.safetensors", "m.json").history is None
+        True
+    """
+
+    checkpoint: str | os.PathLike
+    status: str | os.PathLike
+    history: str | os.PathLike | None = None
+    resume: str | os.PathLike | None = None
+
+
 def fit_to_files(
     step: TrainingStep | Callable[[int], Mapping[str, Tensor]],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     iterations: int,
+    files: TrainingFiles,
     *,
-    checkpoint_path: str | os.PathLike,
-    status_path: str | os.PathLike,
     metadata: Mapping[str, Any],
     describe: Mapping[str, Any],
-    history_path: str | os.PathLike | None = None,
-    resume_path: str | os.PathLike | None = None,
     segment: int,
     seed: int,
     grad_clip: float | None = None,
@@ -478,14 +494,15 @@ def fit_to_files(
 ) -> dict[str, Any]:
     """:func:`fit` for a pipeline's training rule: run it, then write what the rule promises.
 
-    Resumable from ``resume_path`` (saved every ``segment`` iterations), with the global
+    Resumable from ``files.resume`` (saved every ``segment`` iterations), with the global
     generator reseeded from ``(seed, segment)``. A divergence (NaN/inf) does not raise: the
     status says ``diverged: true`` with the iteration and the terms, and the last finite weights
     are still saved, so the workflow goes on and the evaluation reports the run as diverged.
 
     Writes the checkpoint (safetensors, with ``metadata``, which a later load must match), the
-    status JSON (``describe``'s entries first; returned as a dict) and, with ``history_path``,
-    the per-iteration loss terms as CSV. Every file is written atomically.
+    status JSON (``describe``'s entries first; returned as a dict) and, with ``files.history``,
+    the per-iteration loss terms as CSV (:class:`TrainingFiles`). Every file is written
+    atomically.
     """
     import pandas as pd
 
@@ -502,7 +519,7 @@ def fit_to_files(
             segment=segment,
             segment_name="iterations block",
             seed=seed,
-            resume=Resume(resume_path, model, metadata) if resume_path else None,
+            resume=Resume(files.resume, model, metadata) if files.resume else None,
             result=result,
         )
     except TrainingDiverged as exc:
@@ -523,11 +540,11 @@ def fit_to_files(
         "config_hash": config_hash(metadata),
         "torch_threads": torch.get_num_threads(),
     }
-    save_checkpoint(checkpoint_path, model.state_dict(), metadata)
-    if history_path is not None:
-        with atomic_path(history_path) as tmp:
+    save_checkpoint(files.checkpoint, model.state_dict(), metadata)
+    if files.history is not None:
+        with atomic_path(files.history) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
-    write_json(status_path, status)
+    write_json(files.status, status)
     log.info(
         "%s: %s after %d iterations, %.3f s/iteration",
         name,

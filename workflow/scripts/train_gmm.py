@@ -2,19 +2,21 @@
 
 from replicate.experiments.gmm.training import train_gmm_model
 from replicate.runtime import run_stage
+from replicate.training import TrainingFiles
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 run_stage(
     snakemake,
     train_gmm_model,
-    snakemake.wildcards.model,
-    snakemake.params.settings,
-    snakemake.wildcards.labels,
-    int(snakemake.wildcards.seed),
-    snakemake.params.device,
-    snakemake.output.model,
-    snakemake.output.status,
-    history_path=snakemake.output.history,
-    resume_path=snakemake.params.resume,
-    threads=snakemake.threads,
+    name=snakemake.wildcards.model,
+    gmm_config=snakemake.params.settings,
+    label_map=snakemake.wildcards.labels,
+    seed=int(snakemake.wildcards.seed),
+    files=TrainingFiles(
+        checkpoint=snakemake.output.model,
+        status=snakemake.output.status,
+        history=snakemake.output.history,
+        resume=snakemake.params.resume,
+    ),
+    device=snakemake.params.device,
 )

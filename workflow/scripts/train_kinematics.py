@@ -2,17 +2,20 @@
 
 from replicate.experiments.kinematics.training import train_kinematics_model
 from replicate.runtime import run_stage
+from replicate.training import TrainingFiles
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
 run_stage(
     snakemake,
     train_kinematics_model,
-    snakemake.wildcards.model,
-    snakemake.params.settings,
-    int(snakemake.wildcards.seed),
-    snakemake.params.device,
-    snakemake.output.model,
-    snakemake.output.status,
-    history_path=snakemake.output.history,
-    resume_path=snakemake.params.resume,
+    name=snakemake.wildcards.model,
+    settings=snakemake.params.settings,
+    seed=int(snakemake.wildcards.seed),
+    files=TrainingFiles(
+        checkpoint=snakemake.output.model,
+        status=snakemake.output.status,
+        history=snakemake.output.history,
+        resume=snakemake.params.resume,
+    ),
+    device=snakemake.params.device,
 )

@@ -13,8 +13,8 @@ Example:
     ...                 "optimizer": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8,
     ...                               "weight_decay": 0.0, "grad_clip": None}}}
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> status = train_gmm_model("ours", cfg, "all", 0, "cpu", d / "m.safetensors", d / "m.json",
-    ...                          progress_every=0)
+    >>> files = TrainingFiles(d / "m.safetensors", d / "m.json")
+    >>> status = train_gmm_model("ours", cfg, "all", 0, files, progress_every=0)
     >>> status["diverged"], status["iterations_done"]
     (False, 3)
     >>> model = load_gmm_model("ours", d / "m.safetensors", cfg, "all", "cpu")
@@ -37,8 +37,8 @@ from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
 from replicate.models.base import ConditionalModel, as_input
 from replicate.models.build import build_model, inn_settings
-from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
-from replicate.training import fit_to_files, make_optimizer
+from replicate.runtime import load_checkpoint, resolve_device, seed_everything
+from replicate.training import TrainingFiles, fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
@@ -140,31 +140,26 @@ def train_gmm_model(
     gmm_config: Mapping[str, Any],
     label_map: str,
     seed: int,
-    device: str | torch.device,
-    checkpoint_path: str | os.PathLike,
-    status_path: str | os.PathLike,
+    files: TrainingFiles,
     *,
-    history_path: str | os.PathLike | None = None,
-    resume_path: str | os.PathLike | None = None,
-    threads: int | None = None,
+    device: str | torch.device = "cpu",
     progress_every: int = 25,
 ) -> dict[str, Any]:
-    """Train model ``name`` on the mixture with label map ``label_map``; write its outputs.
+    """Train model ``name`` on the mixture with label map ``label_map``; write ``files``.
 
     A fixed training set of ``n_train`` points is drawn from ``seed``; iteration ``i`` draws its
     batch of ``batch_size`` rows from a generator seeded by ``(seed, i)``, and the model's own noise
     comes from the global generator reseeded from ``(seed, segment)`` every
     :data:`RESUME_EVERY` iterations, so the same seed gives the same weights on the CPU, whether
-    or not the run was killed and resumed from ``resume_path`` (saved every segment). A
+    or not the run was killed and resumed from ``files.resume`` (saved every segment). A
     divergence (NaN/inf loss) does not raise: the status says ``diverged: true`` with
     the iteration and the loss terms, and the last finite weights are still saved, so that the
     workflow goes on and the evaluation reports the run as diverged.
 
     Writes the checkpoint (safetensors), the status JSON (returned as a dict) and, if
-    ``history_path`` is given, the per-iteration loss terms as CSV.
+    ``files.history`` is given, the per-iteration loss terms as CSV.
     """
-    use_threads(threads)
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     metadata = _metadata(name, gmm_config, label_map)
     setup = training_setup(name, gmm_config, label_map, seed, dev)
     model, batch_size = setup.model, gmm_config["batch_size"]
@@ -185,12 +180,9 @@ def train_gmm_model(
         model,
         setup.optimizer,
         gmm_config["iterations"],
-        checkpoint_path=checkpoint_path,
-        status_path=status_path,
+        files,
         metadata=metadata,
         describe={"model": name, "label_map": label_map, "seed": seed, "device": str(dev)},
-        history_path=history_path,
-        resume_path=resume_path,
         segment=RESUME_EVERY,
         seed=seed,
         grad_clip=setup.grad_clip,
@@ -269,7 +261,7 @@ def load_gmm_model(
     Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
     See the module's example for a round trip.
     """
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, gmm_config, label_map), dev)
     module = gmm_model(name, gmm_config, label_map, seed=0).to(dev)
     # The permutations are buffers, so the stored ones (drawn from the run's seed) replace seed 0.

@@ -14,7 +14,8 @@ Example:
     >>> settings = {"training": {"iterations": 4, "batch_size": 64},
     ...             "npe": {"density_estimator": "maf", "max_num_epochs": 2}}
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> status = train_npe_model("npe", settings, 0, "cpu", d / "npe.safetensors", d / "npe.json")
+    >>> files = TrainingFiles(d / "npe.safetensors", d / "npe.json")
+    >>> status = train_npe_model("npe", settings, 0, files)
     >>> status["diverged"], status["simulations"]
     (False, 256)
     >>> load_npe(d / "npe.safetensors", settings).sample(torch.zeros(3, 2), n=5).shape
@@ -41,10 +42,9 @@ from replicate.runtime import (
     resolve_device,
     save_checkpoint,
     seed_everything,
-    use_threads,
     write_json,
 )
-from replicate.training import config_hash
+from replicate.training import TrainingFiles, config_hash
 
 __all__ = ["NPEPosterior", "load_npe", "npe_pairs", "train_npe_model"]
 
@@ -131,26 +131,18 @@ def train_npe_model(
     name: str,
     settings: Mapping[str, Any],
     seed: int,
-    device: str | torch.device,
-    checkpoint_path: str | os.PathLike,
-    status_path: str | os.PathLike,
+    files: TrainingFiles,
     *,
-    history_path: str | os.PathLike | None = None,
-    resume_path: str | os.PathLike | None = None,
-    threads: int | None = None,
-    progress_every: int = 0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Train sbi's NPE on the pairs ours sees with ``seed`` (:func:`npe_pairs`); write the
-    estimator (safetensors), the status JSON (returned; the keys of the other models' status)
-    and, with ``history_path``, the per-epoch training and validation losses.
-
-    ``resume_path`` and ``progress_every`` are accepted for the training rule's one signature
-    (sbi's loop neither resumes nor reports per iteration).
+    """Train sbi's NPE on the pairs ours sees with ``seed`` (:func:`npe_pairs`); write
+    ``files``: the estimator (safetensors), the status JSON (returned; the keys of the other
+    models' status) and, with ``files.history``, the per-epoch training and validation losses.
+    sbi's loop neither resumes (``files.resume`` is not used) nor reports per iteration.
     """
     from sbi.inference import NPE
 
-    use_threads(threads)
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     npe_cfg = dict(settings["npe"])
     seed_everything(seed)
     x, y = npe_pairs(settings, seed)
@@ -196,8 +188,8 @@ def train_npe_model(
         "config_hash": config_hash(_metadata(settings)),
         "torch_threads": torch.get_num_threads(),
     }
-    save_checkpoint(checkpoint_path, estimator.state_dict(), _metadata(settings))
-    if history_path is not None:
+    save_checkpoint(files.checkpoint, estimator.state_dict(), _metadata(settings))
+    if files.history is not None:
         history = pd.DataFrame(
             {
                 "epoch": range(1, epochs + 1),
@@ -205,9 +197,9 @@ def train_npe_model(
                 "validation_loss": summary["validation_loss"],
             }
         )
-        with atomic_path(history_path) as tmp:
+        with atomic_path(files.history) as tmp:
             history.to_csv(tmp, index=False)
-    write_json(status_path, status)
+    write_json(files.status, status)
     log.info("%s: %s, %.1f s", name, status["message"], seconds)
     return status
 
@@ -221,7 +213,7 @@ def load_npe(
 
     Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
     """
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(settings), dev)
     estimator = _estimator(settings, dev)
     estimator.load_state_dict(tensors)

@@ -23,8 +23,8 @@ Example:
     ...                          "checkpoint_every": 2},
     ...             "network": net, "ours": {"eps": 0.03, "optimizer": adam}}
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> status = train_kinematics_model("ours_eps0.03", settings, 0, "cpu", d / "m.safetensors",
-    ...                                 d / "m.json", progress_every=0)
+    >>> files = TrainingFiles(d / "m.safetensors", d / "m.json")
+    >>> status = train_kinematics_model("ours_eps0.03", settings, 0, files, progress_every=0)
     >>> status["diverged"], status["iterations_done"]
     (False, 3)
     >>> model = load_kinematics_model("ours_eps0.03", d / "m.safetensors", settings)
@@ -49,8 +49,8 @@ from replicate.experiments.kinematics.problem import simulated_batch
 from replicate.experiments.kinematics.settings import model_kind
 from replicate.models.base import ConditionalModel
 from replicate.models.build import build_model, inn_settings
-from replicate.runtime import load_checkpoint, resolve_device, seed_everything, use_threads
-from replicate.training import fit_to_files, make_optimizer
+from replicate.runtime import load_checkpoint, resolve_device, seed_everything
+from replicate.training import TrainingFiles, fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
@@ -149,36 +149,22 @@ def train_kinematics_model(
     name: str,
     settings: Mapping[str, Any],
     seed: int,
-    device: str | torch.device,
-    checkpoint_path: str | os.PathLike,
-    status_path: str | os.PathLike,
+    files: TrainingFiles,
     *,
-    history_path: str | os.PathLike | None = None,
-    resume_path: str | os.PathLike | None = None,
-    threads: int | None = None,
+    device: str | torch.device = "cpu",
     progress_every: int = 100,
 ) -> dict[str, Any]:
     """Train model ``name`` under ``settings`` (:func:`~.settings.training_settings`) with
-    ``seed``; write the checkpoint, the status JSON (returned) and the loss history.
+    ``seed``; write ``files``: the checkpoint, the status JSON (returned) and the loss history.
 
-    Same seed, same weights on the CPU, also across a kill and resume from ``resume_path``
+    Same seed, same weights on the CPU, also across a kill and resume from ``files.resume``
     (saved every ``training.checkpoint_every`` iterations). A diverged run is reported in the
     status (``diverged: true``), its last finite weights saved (see
     :func:`replicate.training.fit_to_files`).
     """
     if model_kind(name) == "npe":  # sbi's own training loop
-        return train_npe_model(
-            name,
-            settings,
-            seed,
-            device,
-            checkpoint_path,
-            status_path,
-            history_path=history_path,
-            threads=threads,
-        )
-    use_threads(threads)
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        return train_npe_model(name, settings, seed, files, device=device)
+    dev = resolve_device(device)
     training = settings["training"]
     setup = training_setup(name, settings, seed, dev)
     model, batch_size = setup.model, training["batch_size"]
@@ -201,12 +187,9 @@ def train_kinematics_model(
         model,
         setup.optimizer,
         training["iterations"],
-        checkpoint_path=checkpoint_path,
-        status_path=status_path,
+        files,
         metadata=_metadata(name, settings),
         describe={"model": name, "seed": seed, "device": str(dev)},
-        history_path=history_path,
-        resume_path=resume_path,
         segment=training["checkpoint_every"],
         seed=seed,
         grad_clip=setup.grad_clip,
@@ -226,7 +209,7 @@ def load_kinematics_model(
     """
     if model_kind(name) == "npe":
         return load_npe(checkpoint_path, settings, device)
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    dev = resolve_device(device)
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, settings), dev)
     module = kinematics_model(name, settings, seed=0).to(dev)
     # The permutations and standardisations are buffers: the stored ones replace seed 0's.
