@@ -14,7 +14,6 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal, norm
 
-from replicate.experiments.latent.baseline_stages import latent_metrics_stage
 from replicate.experiments.latent.judges import (
     ImageClassifier,
     classifier_outputs,
@@ -31,6 +30,7 @@ from replicate.experiments.latent.models import (
     load_latent_cinn,
     save_latent_cinn,
 )
+from replicate.experiments.latent.stages import latent_metrics_stage
 from replicate.experiments.latent.training import train_latent_cinn
 from replicate.training import make_optimizer
 

@@ -7,11 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     encode_stage,
-    snakemake.params.data_dir,
-    snakemake.wildcards.dataset,
-    snakemake.params.settings,
-    snakemake.input.model,
-    snakemake.output[0],
+    data_dir=snakemake.params.data_dir,
+    dataset=snakemake.wildcards.dataset,
+    latent_config=snakemake.params.settings,
+    autoencoder_path=snakemake.input.model,
+    latents_path=snakemake.output[0],
     device=snakemake.params.device,
-    threads=snakemake.threads,
 )

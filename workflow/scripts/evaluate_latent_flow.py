@@ -7,10 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     evaluate_stage,
-    snakemake.input.latents,
-    snakemake.input.flow,
-    snakemake.params.settings,
-    snakemake.wildcards.dataset,
-    int(snakemake.wildcards.seed),
-    snakemake.output[0],
+    latents_path=snakemake.input.latents,
+    flow_path=snakemake.input.flow,
+    latent_config=snakemake.params.settings,
+    dataset=snakemake.wildcards.dataset,
+    seed=int(snakemake.wildcards.seed),
+    json_path=snakemake.output[0],
 )

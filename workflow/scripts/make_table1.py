@@ -4,4 +4,10 @@ from replicate.experiments.latent.stages import table1_stage
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-run_stage(snakemake, table1_stage, list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+run_stage(
+    snakemake,
+    table1_stage,
+    eval_paths=list(snakemake.input),
+    csv_path=snakemake.output.csv,
+    md_path=snakemake.output.md,
+)

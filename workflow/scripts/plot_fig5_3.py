@@ -7,8 +7,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     fig5_3_stage,
-    snakemake.input[0],
-    snakemake.wildcards.dataset,
-    int(snakemake.params.n_per_class),
-    snakemake.output[0],
+    samples_path=snakemake.input[0],
+    dataset=snakemake.wildcards.dataset,
+    n_per_class=int(snakemake.params.n_per_class),
+    png_path=snakemake.output[0],
 )

@@ -7,11 +7,11 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     fig5_4_stage,
-    snakemake.input.flow,
-    snakemake.input.autoencoder,
-    snakemake.params.settings,
-    snakemake.wildcards.dataset,
-    int(snakemake.params.seed),
-    snakemake.output[0],
-    snakemake.output.images,
+    flow_path=snakemake.input.flow,
+    autoencoder_path=snakemake.input.autoencoder,
+    latent_config=snakemake.params.settings,
+    dataset=snakemake.wildcards.dataset,
+    seed=int(snakemake.params.seed),
+    png_path=snakemake.output[0],
+    images_path=snakemake.output.images,
 )

@@ -7,9 +7,9 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     reconstruction_figure_stage,
-    snakemake.params.data_dir,
-    snakemake.wildcards.dataset,
-    snakemake.params.settings,
-    snakemake.input.model,
-    snakemake.output[0],
+    data_dir=snakemake.params.data_dir,
+    dataset=snakemake.wildcards.dataset,
+    latent_config=snakemake.params.settings,
+    autoencoder_path=snakemake.input.model,
+    png_path=snakemake.output[0],
 )

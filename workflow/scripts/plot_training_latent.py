@@ -7,8 +7,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     training_curves_stage,
-    snakemake.input.autoencoder,
-    snakemake.input.histories,
-    snakemake.wildcards.dataset,
-    snakemake.output.png,
+    autoencoder_metrics_path=snakemake.input.autoencoder,
+    history_paths=list(snakemake.input.histories),
+    dataset=snakemake.wildcards.dataset,
+    png_path=snakemake.output.png,
 )

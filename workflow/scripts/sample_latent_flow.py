@@ -7,9 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     samples_stage,
-    snakemake.input.flow,
-    snakemake.input.autoencoder,
-    snakemake.params.settings,
-    int(snakemake.wildcards.seed),
-    snakemake.output[0],
+    model="ours",
+    model_path=snakemake.input.flow,
+    autoencoder_path=snakemake.input.autoencoder,
+    latent_config=snakemake.params.settings,
+    seed=int(snakemake.wildcards.seed),
+    samples_path=snakemake.output[0],
 )

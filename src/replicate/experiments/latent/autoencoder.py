@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from replicate.checkpoints import Resume, model_tensors, restore_model
-from replicate.runtime import load_checkpoint, save_checkpoint, write_json
+from replicate.runtime import load_checkpoint, save_checkpoint
 from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
@@ -44,6 +44,7 @@ __all__ = [
     "encode_images",
     "load_autoencoder",
     "reconstruction_error",
+    "save_autoencoder",
     "to_unit_images",
     "train_autoencoder",
 ]
@@ -147,10 +148,8 @@ def load_autoencoder(
 
     Example:
         >>> import tempfile, pathlib
-        >>> from replicate.runtime import save_checkpoint
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "ae.safetensors"
-        >>> ae = AutoEncoder(latent_dim=3)
-        >>> save_checkpoint(path, model_tensors(ae), _metadata({"latent_dim": 3}))
+        >>> save_autoencoder(path, AutoEncoder(latent_dim=3), {"latent_dim": 3})
         >>> load_autoencoder(path, {"latent_dim": 3}).training
         False
     """
@@ -158,6 +157,22 @@ def load_autoencoder(
     model = AutoEncoder(int(config_section["latent_dim"])).to(device)
     restore_model(model, tensors)
     return model.eval()
+
+
+def save_autoencoder(
+    path: str | os.PathLike, model: AutoEncoder, config_section: Mapping[str, Any]
+) -> None:
+    """Save the auto-encoder's weights as safetensors with the settings
+    :func:`load_autoencoder` checks (the ``latent.autoencoder`` config).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ae.safetensors"
+        >>> save_autoencoder(path, AutoEncoder(latent_dim=3), {"latent_dim": 3})
+        >>> load_autoencoder(path, {"latent_dim": 3}).latent_dim
+        3
+    """
+    save_checkpoint(path, model_tensors(model), _metadata(config_section))
 
 
 @torch.no_grad()
@@ -301,46 +316,3 @@ def train_autoencoder(
         "batches_per_epoch": batches.per_epoch,
     }
     return model.eval(), summary
-
-
-def run_autoencoder_stage(
-    train_images: np.ndarray,
-    test_images: np.ndarray,
-    config: Mapping[str, Any],
-    seed: int,
-    model_path: str | os.PathLike,
-    metrics_path: str | os.PathLike,
-    checkpoint_path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Train (or resume), save the weights, and write the test reconstruction error as JSON.
-
-    Example:
-        >>> import numpy as np, tempfile, pathlib, json
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> imgs = np.zeros((8, 28, 28), dtype=np.uint8)
-        >>> cfg = {"latent_dim": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3}
-        >>> m = run_autoencoder_stage(imgs, imgs, cfg, 0, d / "ae.safetensors", d / "m.json",
-        ...                           d / "ckpt.safetensors")
-        >>> sorted(json.loads((d / "m.json").read_text())["test"])
-        ['mae', 'mse']
-    """
-    model, summary = train_autoencoder(train_images, config, seed, checkpoint_path, device)
-    save_checkpoint(model_path, model_tensors(model), _metadata(config))
-    metrics = {
-        **summary,
-        "loss": "mean squared error per pixel, pixels in [0, 1]",
-        "seed": seed,
-        "n_train": len(train_images),
-        "n_test": len(test_images),
-        "train": reconstruction_error(model, train_images, device=str(device)),
-        "test": reconstruction_error(model, test_images, device=str(device)),
-    }
-    log.info(
-        "test reconstruction error: mse %.5f, mae %.5f per pixel (%d images)",
-        metrics["test"]["mse"],
-        metrics["test"]["mae"],
-        len(test_images),
-    )
-    write_json(metrics_path, metrics)
-    return metrics

@@ -13,12 +13,19 @@ import torch
 from torch import Tensor
 
 from replicate.experiments.latent.autoencoder import AutoEncoder
+from replicate.experiments.latent.judges import (
+    ImageClassifier,
+    classifier_outputs,
+    code_classifier_accuracy,
+    judge_images,
+    probe_accuracy,
+)
 from replicate.experiments.latent.models import (
     N_CLASSES,
     LatentCINN,
     LatentFlow,
 )
-from replicate.metrics import accuracy, summarise
+from replicate.metrics import accuracy, mean_std_cells, summarise
 
 __all__ = [
     "CHANCE_ACCURACY",
@@ -26,12 +33,17 @@ __all__ = [
     "TABLE_METRICS",
     "decode_to_uint8",
     "evaluate_latent_flow",
-    "figure_image_grid",
+    "ABLATION_METRICS",
+    "ablation_table",
+    "pretrained_ablation_row",
     "latent_metrics_markdown",
+    "latent_metrics_report",
+    "reference_rows",
     "latent_metrics_table",
     "sample_images",
     "style_images",
     "table1",
+    "table1_markdown",
 ]
 
 
@@ -139,46 +151,6 @@ def style_images(
     return images, z.cpu().numpy()
 
 
-def figure_image_grid(
-    grid: np.ndarray,
-    row_labels: Sequence[str] | None = None,
-    title: str = "",
-    col_labels: Sequence[str] | None = None,
-):
-    """A matplotlib figure of a (rows, cols, 28, 28) uint8 image grid, no gaps, grey.
-
-    Example:
-        >>> import numpy as np
-        >>> fig = figure_image_grid(np.zeros((2, 3, 28, 28), np.uint8), ["a", "b"])
-        >>> len(fig.axes)
-        1
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols = grid.shape[:2]
-    mosaic = grid.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
-    fig, ax = plt.subplots(figsize=(0.35 * cols + 0.6, 0.35 * rows + 0.4))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    if col_labels is not None:
-        ax.set_xticks(np.arange(cols) * 28 + 14, labels=list(col_labels))
-        ax.tick_params(axis="x", length=0)
-    else:
-        ax.set_xticks([])
-    if row_labels is not None:
-        ax.set_yticks(np.arange(rows) * 28 + 14, labels=list(row_labels))
-        ax.tick_params(axis="y", length=0)
-    else:
-        ax.set_yticks([])
-    for side in ax.spines.values():
-        side.set_visible(False)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 def table1(evaluations: Mapping[str, Sequence[float]]) -> pd.DataFrame:
     """Table 1 from per-seed test accuracies: ``{dataset: [accuracy per seed]}``.
 
@@ -203,6 +175,22 @@ def table1(evaluations: Mapping[str, Sequence[float]]) -> pd.DataFrame:
     table = summarise(frame, ["dataset"], ["accuracy"]).drop(columns=["n_diverged"])
     table["paper_accuracy"] = [PAPER_ACCURACY.get(d, float("nan")) for d in table["dataset"]]
     return table
+
+
+def table1_markdown(frame: pd.DataFrame) -> str:
+    """:func:`table1` as Markdown: ``mean ± std`` over seeds (one seed: its accuracy alone),
+    the number of seeds and the paper's accuracy."""
+    shown = pd.DataFrame(
+        {
+            "dataset": frame["dataset"],
+            "test accuracy (mean ± std over seeds)": mean_std_cells(
+                frame["accuracy_mean"], frame["accuracy_std"], digits=4
+            ),
+            "seeds": frame["n_seeds"],
+            "paper": mean_std_cells(frame["paper_accuracy"], [float("nan")] * len(frame), 3),
+        }
+    )
+    return shown.to_markdown(index=False, disable_numparse=True)
 
 
 CHANCE_ACCURACY = 1.0 / N_CLASSES
@@ -243,10 +231,65 @@ def latent_metrics_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return table
 
 
+def latent_metrics_report(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`latent_metrics_table` as the pipeline shows it: per dataset (in the order of the
+    records) ours, then the cINN, then the reference rows, each model by its shown name."""
+    table = latent_metrics_table(records)
+    datasets = {d: i for i, d in enumerate(dict.fromkeys(r["dataset"] for r in records))}
+    table["_dataset"] = table["dataset"].map(datasets)
+    table["_model"] = table["model"].map(
+        lambda m: list(MODEL_NAMES).index(m) if m in MODEL_NAMES else len(MODEL_NAMES)
+    )
+    table = table.sort_values(["_dataset", "_model"], kind="stable")
+    table = table.drop(columns=["_dataset", "_model"])
+    table["model"] = table["model"].map(lambda m: MODEL_NAMES.get(m, f"reference: {m}"))
+    return table.reset_index(drop=True)
+
+
+def reference_rows(
+    dataset: str,
+    classifier: ImageClassifier,
+    real: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray],
+    reconstructions: np.ndarray,
+    latents: Mapping[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    """The metrics table's reference rows for non-generated images (see
+    :func:`replicate.experiments.latent.stages.reference_stage`): the real test images
+    (``real``: images, labels), as many real training images as a model generates (``train``),
+    the auto-encoder's ``reconstructions`` of the test images, and the MLP on the code
+    (``latents``: ``train_u, train_y, test_u, test_y``)."""
+    _, real_features = classifier_outputs(classifier, real[0])
+    lat = latents
+
+    def row(model: str, n_samples: int, **metrics: float) -> dict[str, Any]:
+        """One reference row: the metrics it has, NaN for the others."""
+        nan = dict.fromkeys(TABLE_METRICS, float("nan"))
+        return {"dataset": dataset, "model": model, "seed": None, **nan, **metrics,
+                "n_samples": n_samples}  # fmt: skip
+
+    code_mlp = code_classifier_accuracy(
+        lat["train_u"], lat["train_y"], lat["test_u"], lat["test_y"]
+    )
+    u_probe = probe_accuracy(lat["train_u"], lat["train_y"], lat["test_u"], lat["test_y"])
+    real_judged = judge_images(classifier, *real, real_features)
+    return [
+        # The classifier's own test accuracy: the ceiling of sample_accuracy. The distance of the
+        # test set to itself is 0 by definition, so it is left out.
+        row("real test images", len(real[0]), sample_accuracy=real_judged["sample_accuracy"]),
+        row("MLP on the auto-encoder code", len(lat["test_u"]), test_accuracy=code_mlp),
+        row("real train images", len(train[0]), **judge_images(classifier, *train, real_features)),
+        row(
+            "auto-encoder reconstructions",
+            len(reconstructions),
+            **judge_images(classifier, reconstructions, lat["test_y"], real_features),
+            label_probe_accuracy=u_probe,
+        ),
+    ]
+
+
 def latent_metrics_markdown(table: pd.DataFrame) -> str:
     """The table with ``mean +- std`` cells (``-`` where a model has no such number)."""
-    from replicate.metrics import mean_std_cells
-
     shown = table[["dataset", "model"]].copy()
     for metric in TABLE_METRICS:
         mean, std = table[f"{metric}_mean"], table[f"{metric}_std"]
@@ -255,3 +298,71 @@ def latent_metrics_markdown(table: pd.DataFrame) -> str:
     shown["chance_accuracy"] = table["chance_accuracy"]
     shown["n_seeds"] = table["n_seeds"]
     return shown.to_markdown(index=False, floatfmt=".2f") + "\n"
+
+
+# -- issue 29: the pretrained pipeline next to joint training ---------------------------------
+ABLATION_METRICS = (
+    "test_accuracy",
+    "code_mlp_accuracy",
+    "reconstruction_mse",
+    "sample_accuracy",
+    "frechet_distance",
+    "label_probe_accuracy",
+)
+
+
+def pretrained_ablation_row(
+    ours: Mapping[str, Any],
+    references: Mapping[str, Any],
+    autoencoder: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ablation table's row of the pretrained pipeline for one dataset and seed, from its
+    outputs: the seed's metrics (``ours``), the references' MLP on the code and the
+    auto-encoder's test reconstruction error.
+
+    Example:
+        >>> ours = {"dataset": "mnist", "seed": 0, "test_accuracy": 0.98,
+        ...         "sample_accuracy": 0.9, "frechet_distance": 2.0, "label_probe_accuracy": 0.2}
+        >>> refs = {"rows": [{"model": "MLP on the auto-encoder code", "test_accuracy": 0.983}]}
+        >>> pretrained_ablation_row(ours, refs, {"test": {"mse": 0.01}})["code_mlp_accuracy"]
+        0.983
+    """
+    mlp = next(r for r in references["rows"] if r["model"] == "MLP on the auto-encoder code")
+    return {
+        "configuration": "pretrained",
+        "dataset": ours["dataset"],
+        "seed": ours["seed"],
+        "test_accuracy": ours["test_accuracy"],
+        "code_mlp_accuracy": mlp["test_accuracy"],
+        "reconstruction_mse": autoencoder["test"]["mse"],
+        "sample_accuracy": ours["sample_accuracy"],
+        "frechet_distance": ours["frechet_distance"],
+        "label_probe_accuracy": ours["label_probe_accuracy"],
+    }
+
+
+def ablation_table(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, str]:
+    """One row per configuration, dataset and seed (the frame, for CSV), and their mean ± std
+    over seeds next to the paper's accuracy (Markdown). Each dataset's rows stay together, in the
+    order given (the pretrained pipeline first).
+
+    Example:
+        >>> rows = [{"configuration": "pretrained", "dataset": "mnist", "seed": s,
+        ...          **dict.fromkeys(ABLATION_METRICS, 0.5 + s / 10)} for s in (0, 1)]
+        >>> frame, markdown = ablation_table(rows)
+        >>> len(frame), "0.5500 ± 0.0707" in markdown
+        (2, True)
+    """
+    frame = pd.DataFrame(rows)[["configuration", "dataset", "seed", *ABLATION_METRICS]]
+    order = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
+    frame = frame.sort_values("dataset", key=lambda d: d.map(order), kind="stable")
+    frame = frame.reset_index(drop=True)
+    grouped = frame.groupby(["dataset", "configuration"], sort=False)[list(ABLATION_METRICS)]
+    mean, std = grouped.mean(), grouped.std()
+    shown = mean.index.to_frame(index=False)
+    shown["seeds"] = grouped.size().to_numpy()
+    for metric in ABLATION_METRICS:
+        digits = 1 if metric == "frechet_distance" else 4
+        shown[metric] = mean_std_cells(mean[metric], std[metric], digits=digits)
+    shown["paper (Table 1)"] = [PAPER_ACCURACY.get(d) for d in shown["dataset"]]
+    return frame, shown.to_markdown(index=False, disable_numparse=True)

@@ -33,6 +33,7 @@ from replicate.experiments.latent.autoencoder import to_unit_images
 from replicate.experiments.latent.models import (
     N_CLASSES,
 )
+from replicate.metrics import accuracy
 from replicate.runtime import (
     load_checkpoint,
     save_checkpoint,
@@ -48,6 +49,7 @@ __all__ = [
     "fit_logistic_regression",
     "frechet_distance",
     "ImageClassifier",
+    "judge_images",
     "load_classifier",
     "probe_accuracy",
     "save_classifier",
@@ -284,6 +286,30 @@ def feature_frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> 
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"need two (N >= 2, d) feature sets of equal d, got {a.shape}, {b.shape}")
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def judge_images(
+    classifier: ImageClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    real_features: np.ndarray,
+) -> dict[str, float]:
+    """How the judging classifier sees uint8 ``images`` (N, 28, 28) made for ``labels``:
+    ``sample_accuracy`` (its predictions against those labels) and ``frechet_distance`` of their
+    features to ``real_features`` (the real test images', :func:`classifier_outputs`).
+
+    Example:
+        >>> clf = ImageClassifier().eval()
+        >>> imgs = np.zeros((4, 28, 28), np.uint8)
+        >>> _, real = classifier_outputs(clf, imgs)
+        >>> sorted(judge_images(clf, imgs, np.zeros(4, np.int64), real))
+        ['frechet_distance', 'sample_accuracy']
+    """
+    logits, features = classifier_outputs(classifier, images)
+    return {
+        "sample_accuracy": accuracy(logits, labels),
+        "frechet_distance": feature_frechet_distance(features, real_features),
+    }
 
 
 # -- probes: label information in z and in the code u -----------------------------------------

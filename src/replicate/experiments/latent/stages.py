@@ -1,66 +1,98 @@
-"""The E3 pipeline stages of the paper's experiment (auto-encoder, latent flow, Figures 5.3 and
-5.4, Table 1): one call per Snakemake rule (workflow/rules/latent.smk), each reading and writing
-files; the maths lives in the sibling modules."""
+"""The E3 pipeline stages: one call per Snakemake rule (workflow/rules/latent*.smk), each reading
+the rule's inputs, calling the library and writing its outputs; the maths lives in the sibling
+modules, the thread pool and the device come from :func:`replicate.runtime.run_stage`.
+
+- the paper's experiment (``latent.smk``): the auto-encoder, the latents, the flow, Figures 5.3
+  and 5.4, Table 1;
+- beyond the paper (``latent_eval.smk``): the judging classifier, the cINN baseline, every
+  generator's metrics and the references that put them on a scale;
+- issue 29 (``latent_joint.smk``): the auto-encoder and the flow trained together, and the
+  ablation table that sets them next to the pretrained pipeline.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
+from replicate import plots
 from replicate.data import load_images
-from replicate.experiments.latent.autoencoder import encode_images, reconstruction_error
+from replicate.experiments.latent.autoencoder import (
+    encode_images,
+    load_autoencoder,
+    reconstruction_error,
+    save_autoencoder,
+    to_unit_images,
+    train_autoencoder,
+)
 from replicate.experiments.latent.evaluation import (
-    DATASET_NAMES,
+    CHANCE_ACCURACY,
     PAPER_ACCURACY,
+    ablation_table,
+    decode_to_uint8,
     evaluate_latent_flow,
-    figure_image_grid,
+    latent_metrics_markdown,
+    latent_metrics_report,
+    pretrained_ablation_row,
+    reference_rows,
     sample_images,
     style_images,
     table1,
+    table1_markdown,
+)
+from replicate.experiments.latent.figures import (
+    figure_latent_training,
+    figure_reconstructions,
+    figure_samples_by_class,
+    figure_style,
 )
 from replicate.experiments.latent.joint import load_joint, save_joint, train_joint
 from replicate.experiments.latent.judges import (
     classifier_outputs,
     code_classifier_accuracy,
-    feature_frechet_distance,
+    judge_images,
     load_classifier,
     probe_accuracy,
+    save_classifier,
+    train_classifier,
 )
 from replicate.experiments.latent.models import (
     N_CLASSES,
+    LatentCINN,
+    LatentFlow,
+    load_latent_cinn,
     load_latent_flow,
+    save_latent_cinn,
     save_latent_flow,
 )
-from replicate.experiments.latent.training import train_latent_flow
-from replicate.metrics import accuracy, mean_std_cells
-from replicate.runtime import (
-    resolve_device,
-    use_threads,
-    write_json,
-    write_npz,
-    write_table,
-)
+from replicate.experiments.latent.training import train_latent_cinn, train_latent_flow
+from replicate.metrics import accuracy
+from replicate.runtime import resolve_device, write_json, write_npz, write_table
 
 __all__ = [
     "ablation_table_stage",
     "autoencoder_stage",
+    "classifier_stage",
     "encode_stage",
     "evaluate_joint_stage",
+    "evaluate_model_stage",
     "evaluate_stage",
     "fig5_3_stage",
     "fig5_4_stage",
-    "flow_stage",
     "joint_stage",
-    "pretrained_ablation_row",
+    "latent_metrics_stage",
+    "latent_model_stage",
     "reconstruction_figure_stage",
+    "reference_stage",
     "samples_stage",
     "table1_stage",
     "training_curves_stage",
@@ -68,8 +100,33 @@ __all__ = [
 
 log = logging.getLogger("replicate")
 
+# The models on latents, by the name the rules give them: how each loads.
+LOADERS: dict[str, Callable[..., LatentFlow | LatentCINN]] = {
+    "ours": load_latent_flow,
+    "cinn": load_latent_cinn,
+}
 
-# -- pipeline stages: one call per Snakemake rule ---------------------------------------------
+
+def _loader(model: str) -> Callable[..., LatentFlow | LatentCINN]:
+    if model not in LOADERS:
+        raise ValueError(f"unknown model '{model}': use one of {sorted(LOADERS)}")
+    return LOADERS[model]
+
+
+@torch.no_grad()
+def _batched(fn: Callable[..., Tensor], *arrays: Tensor, batch_size: int = 2000) -> Tensor:
+    n = len(arrays[0])
+    return torch.cat(
+        [fn(*(a[s : s + batch_size] for a in arrays)) for s in range(0, n, batch_size)]
+    )
+
+
+def _latents(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in ("train_u", "train_y", "test_u", "test_y")}
+
+
+# -- the paper's experiment (workflow/rules/latent.smk) ---------------------------------------
 def autoencoder_stage(
     data_dir: str | os.PathLike,
     dataset: str,
@@ -79,25 +136,27 @@ def autoencoder_stage(
     metrics_path: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
     device: str = "cpu",
-    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Rule ``train_autoencoder``: pretrain (resumably), save, log the test reconstruction error."""
-    use_threads(threads)
-    from replicate.experiments.latent.autoencoder import run_autoencoder_stage
-    from replicate.runtime import resolve_device
-
+    """Rule ``train_autoencoder``: pretrain (resumably), save, write the reconstruction error
+    of the training and the test images as JSON."""
+    dev = resolve_device(device)
+    config = latent_config["autoencoder"]
     train, _ = load_images(data_dir, dataset, "train", latent_config["n_train"])
     test, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
-    return run_autoencoder_stage(
-        train,
-        test,
-        latent_config["autoencoder"],
-        seed,
-        model_path,
-        metrics_path,
-        checkpoint_path,
-        resolve_device(device),
-    )
+    model, summary = train_autoencoder(train, config, seed, checkpoint_path, dev)
+    save_autoencoder(model_path, model, config)
+    metrics = {
+        **summary,
+        "loss": "mean squared error per pixel, pixels in [0, 1]",
+        "seed": seed,
+        "n_train": len(train),
+        "n_test": len(test),
+        "train": reconstruction_error(model, train, device=str(dev)),
+        "test": reconstruction_error(model, test, device=str(dev)),
+    }
+    log.info("test reconstruction error: mse %.5f per pixel", metrics["test"]["mse"])
+    write_json(metrics_path, metrics)
+    return metrics
 
 
 def encode_stage(
@@ -107,13 +166,8 @@ def encode_stage(
     autoencoder_path: str | os.PathLike,
     latents_path: str | os.PathLike,
     device: str = "cpu",
-    threads: int | None = None,
 ) -> None:
     """Rule ``encode_latents``: ``latents.npz`` with ``train_u, train_y, test_u, test_y``."""
-    use_threads(threads)
-    from replicate.experiments.latent.autoencoder import encode_images, load_autoencoder
-    from replicate.runtime import resolve_device
-
     dev = resolve_device(device)
     model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
     arrays: dict[str, np.ndarray] = {}
@@ -135,10 +189,6 @@ def reconstruction_figure_stage(
     device: str = "cpu",
 ) -> None:
     """Rule ``plot_reconstructions``: test originals (top row) above their reconstructions."""
-    from replicate.experiments.latent.autoencoder import load_autoencoder, to_unit_images
-    from replicate.plots import save_figure, use_style
-    from replicate.runtime import resolve_device
-
     dev = resolve_device(device)
     model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
     images, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
@@ -146,39 +196,39 @@ def reconstruction_figure_stage(
     with torch.no_grad():
         recon = model(to_unit_images(images).to(dev))[:, 0].cpu()
     recon = (recon * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-    use_style()
-    fig = figure_image_grid(
-        np.stack([images, recon]),
-        ["original", "reconstruction"],
-        f"{DATASET_NAMES.get(dataset, dataset)}: auto-encoder on test images",
-    )
-    save_figure(fig, png_path)
+    plots.use_style()
+    plots.save_figure(figure_reconstructions(images, recon, dataset), png_path)
 
 
-def flow_stage(
+def latent_model_stage(
+    model: str,
     latents_path: str | os.PathLike,
     latent_config: Mapping[str, Any],
     seed: int,
     model_path: str | os.PathLike,
     checkpoint_path: str | os.PathLike,
+    history_path: str | os.PathLike,
     device: str = "cpu",
-    threads: int | None = None,
-    history_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Rule ``train_latent_flow``: train one seed's flow on the training latents and save it;
-    its per-epoch training NLL and timings go to ``history_path`` (JSON) when given."""
-    use_threads(threads)
-    from replicate.runtime import resolve_device
-
-    with np.load(latents_path) as f:
-        train_u, train_y = f["train_u"], f["train_y"]
-    model, summary = train_latent_flow(
-        train_u, train_y, latent_config["flow"], seed, checkpoint_path, resolve_device(device)
-    )
-    save_latent_flow(model_path, model, latent_config["flow"], train_u.shape[1], seed)
-    if history_path is not None:
-        write_json(history_path, {"model": "ours", "seed": seed, **summary})
-    log.info("trained latent flow seed %d in %.1f s", seed, summary["seconds"])
+    """Rules ``train_latent_flow`` (``model="ours"``) and ``train_latent_cinn`` (``"cinn"``):
+    train one seed's model on the training latents (resumed from ``checkpoint_path`` when a
+    killed job is rerun), save it, and write its per-epoch training NLL and timings as JSON."""
+    dev = resolve_device(device)
+    latents = _latents(latents_path)
+    u, y, flow_config = latents["train_u"], latents["train_y"], latent_config["flow"]
+    if model == "ours":
+        trained, summary = train_latent_flow(u, y, flow_config, seed, checkpoint_path, dev)
+        save_latent_flow(model_path, trained, flow_config, u.shape[1], seed)
+    elif model == "cinn":
+        epochs = int(latent_config["cinn"]["epochs"])
+        trained, summary = train_latent_cinn(
+            u, y, flow_config, epochs, seed, dev, checkpoint_path=checkpoint_path
+        )
+        save_latent_cinn(model_path, trained.cpu(), flow_config, seed)
+    else:
+        raise ValueError(f"unknown model '{model}': use ours or cinn")
+    write_json(history_path, {"model": model, "seed": seed, **summary})
+    log.info("trained latent %s seed %d in %.1f s", model, seed, summary["seconds"])
     return summary
 
 
@@ -192,12 +242,10 @@ def evaluate_stage(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Rule ``evaluate_latent_flow``: test accuracy through the forward pass (Table 1), as JSON."""
-    from replicate.runtime import resolve_device
-
     model = load_latent_flow(flow_path, latent_config["flow"], resolve_device(device))
-    with np.load(latents_path) as f:
-        test = evaluate_latent_flow(model, f["test_u"], f["test_y"], seed=seed)
-        train = evaluate_latent_flow(model, f["train_u"], f["train_y"], seed=seed)
+    latents = _latents(latents_path)
+    test = evaluate_latent_flow(model, latents["test_u"], latents["test_y"], seed=seed)
+    train = evaluate_latent_flow(model, latents["train_u"], latents["train_y"], seed=seed)
     result = {
         "dataset": dataset,
         "seed": seed,
@@ -208,55 +256,43 @@ def evaluate_stage(
         "train_nll": train["nll"],
         "paper_accuracy": PAPER_ACCURACY.get(dataset),
     }
-    log.info(
-        "%s seed %d: test accuracy %.4f (paper %s)",
-        dataset,
-        seed,
-        test["accuracy"],
-        PAPER_ACCURACY.get(dataset),
-    )
+    log.info("%s seed %d: test accuracy %.4f", dataset, seed, test["accuracy"])
     write_json(json_path, result)
     return result
 
 
 def samples_stage(
-    flow_path: str | os.PathLike,
+    model: str,
+    model_path: str | os.PathLike,
     autoencoder_path: str | os.PathLike,
     latent_config: Mapping[str, Any],
     seed: int,
     samples_path: str | os.PathLike,
     device: str = "cpu",
 ) -> None:
-    """Rule ``sample_latent_flow``: ``n_eval_samples_per_class`` images per class, as npz."""
-    from replicate.experiments.latent.autoencoder import load_autoencoder
-    from replicate.runtime import resolve_device
-
+    """Rules ``sample_latent_flow`` and ``sample_latent_cinn``: ``n_eval_samples_per_class``
+    generated images per class of ``model`` (``ours`` or ``cinn``), class-major, as npz."""
     dev = resolve_device(device)
-    flow = load_latent_flow(flow_path, latent_config["flow"], dev)
+    generator = _loader(model)(model_path, latent_config["flow"], dev)
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
-    images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
+    n_per_class = int(latent_config["n_eval_samples_per_class"])
+    images, labels = sample_images(generator, ae, n_per_class, seed)
     write_npz(samples_path, images=images, labels=labels)
-    log.info("wrote %d generated images (seed %d) to %s", len(images), seed, samples_path)
+    log.info("wrote %d images of %s (seed %d) to %s", len(images), model, seed, samples_path)
 
 
 def fig5_3_stage(
     samples_path: str | os.PathLike, dataset: str, n_per_class: int, png_path: str | os.PathLike
 ) -> None:
     """Rule ``plot_fig5_3``: 10 rows (one per class) of the first ``n_per_class`` samples."""
-    from replicate.plots import save_figure, use_style
-
     with np.load(samples_path) as f:
         images, labels = f["images"], f["labels"]
-    grid = np.stack([images[labels == k][:n_per_class] for k in range(N_CLASSES)])
-    if grid.shape[1] < n_per_class:
-        raise ValueError(f"{samples_path} holds fewer than {n_per_class} samples per class")
-    use_style()
-    fig = figure_image_grid(
-        grid,
-        [str(k) for k in range(N_CLASSES)],
-        f"{DATASET_NAMES.get(dataset, dataset)}: samples conditioned on the label (row)",
-    )
-    save_figure(fig, png_path)
+    try:
+        fig = figure_samples_by_class(images, labels, n_per_class, dataset)
+    except ValueError as exc:
+        raise ValueError(f"{samples_path}: {exc}") from None
+    plots.use_style()
+    plots.save_figure(fig, png_path)
 
 
 def fig5_4_stage(
@@ -270,23 +306,13 @@ def fig5_4_stage(
     device: str = "cpu",
 ) -> None:
     """Rule ``plot_fig5_4``: rows of one fixed z each, the label varied 0..9 along the row."""
-    from replicate.experiments.latent.autoencoder import load_autoencoder
-    from replicate.plots import save_figure, use_style
-    from replicate.runtime import resolve_device
-
     dev = resolve_device(device)
     flow = load_latent_flow(flow_path, latent_config["flow"], dev)
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
     grid, z = style_images(flow, ae, int(latent_config["n_style_rows"]), seed)
     write_npz(images_path, images=grid, z=z)
-    use_style()
-    fig = figure_image_grid(
-        grid,
-        [f"z{r + 1}" for r in range(len(grid))],
-        f"{DATASET_NAMES.get(dataset, dataset)}: fixed z per row, label 0-9 along the row",
-        col_labels=[str(k) for k in range(N_CLASSES)],
-    )
-    save_figure(fig, png_path)
+    plots.use_style()
+    plots.save_figure(figure_style(grid, dataset), png_path)
 
 
 def training_curves_stage(
@@ -297,41 +323,13 @@ def training_curves_stage(
 ) -> None:
     """Rule ``plot_training_latent``: per-epoch training losses of the auto-encoder and of every
     latent flow and cINN (one line per seed), read from what their training rules recorded."""
-    from replicate.plots import CurvePanel, figure_training_curves, save_figure, use_style
-
     autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
     runs: dict[str, list[list[float]]] = {}
     for path in history_paths:
         history = json.loads(Path(path).read_text())
         runs.setdefault(history["model"], []).append(history["epoch_loss"])
-
-    def epochs(losses: Sequence[float]) -> np.ndarray:
-        return np.arange(1, len(losses) + 1)
-
-    panels = [
-        CurvePanel(
-            "auto-encoder (seeds[0])",
-            [epochs(autoencoder["epoch_loss"])],
-            {"reconstruction MSE / pixel": [np.asarray(autoencoder["epoch_loss"])]},
-            log_scale=True,
-        )
-    ]
-    for model, title in (("ours", "ours (latent flow)"), ("cinn", "cINN")):
-        if model in runs:
-            losses = runs[model]
-            panels.append(
-                CurvePanel(
-                    title, [epochs(v) for v in losses], {"NLL": list(map(np.asarray, losses))}
-                )
-            )
-    use_style()
-    fig = figure_training_curves(
-        panels,
-        title=f"{DATASET_NAMES.get(dataset, dataset)}: training losses per epoch, "
-        f"{max(len(v) for v in runs.values()) if runs else 0} seed(s)",
-        xlabel="epoch",
-    )
-    save_figure(fig, png_path)
+    plots.use_style()
+    plots.save_figure(figure_latent_training(autoencoder["epoch_loss"], runs, dataset), png_path)
 
 
 def table1_stage(
@@ -342,7 +340,7 @@ def table1_stage(
     """Rule ``table1``: per-seed accuracy JSONs (grouped by their ``dataset``) -> CSV + Markdown.
 
     Example:
-        >>> import json, tempfile, pathlib
+        >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> for seed, acc in enumerate([0.5, 0.7]):
         ...     text = json.dumps({"dataset": "mnist", "accuracy": acc})
@@ -350,40 +348,157 @@ def table1_stage(
         >>> table1_stage([d / "0.json", d / "1.json"], d / "t.csv", d / "t.md").n_seeds.tolist()
         [2]
     """
-    import json
-
     accuracies: dict[str, list[float]] = {}
     for path in eval_paths:
         result = json.loads(Path(path).read_text())
         accuracies.setdefault(result["dataset"], []).append(float(result["accuracy"]))
     frame = table1(accuracies)
-    shown = pd.DataFrame(
-        {
-            "dataset": frame["dataset"],
-            # "mean ± std" as in every table here; one seed shows its accuracy alone, not "nan".
-            "test accuracy (mean ± std over seeds)": mean_std_cells(
-                frame["accuracy_mean"], frame["accuracy_std"], digits=4
-            ),
-            "seeds": frame["n_seeds"],
-            "paper": mean_std_cells(frame["paper_accuracy"], [float("nan")] * len(frame), 3),
-        }
-    )
-    write_table(frame, csv_path, md_path, shown.to_markdown(index=False, disable_numparse=True))
+    write_table(frame, csv_path, md_path, table1_markdown(frame))
     log.info("Table 1:\n%s", frame.to_string(index=False))
     return frame
 
 
-# -- issue 29: joint training of the auto-encoder and the flow, next to the pretrained pipeline
-ABLATION_METRICS = (
-    "test_accuracy",
-    "code_mlp_accuracy",
-    "reconstruction_mse",
-    "sample_accuracy",
-    "frechet_distance",
-    "label_probe_accuracy",
-)
+# -- beyond the paper (workflow/rules/latent_eval.smk) ----------------------------------------
+def classifier_stage(
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    seed: int,
+    model_path: str | os.PathLike,
+    eval_path: str | os.PathLike,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Rule ``train_latent_classifier``: train on real training images, log test accuracy."""
+    train_x, train_y = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    test_x, test_y = load_images(data_dir, dataset, "test", latent_config["n_test"])
+    model, summary = train_classifier(
+        train_x, train_y, latent_config["classifier"], seed, resolve_device(device)
+    )
+    model = model.cpu()
+    logits, _ = classifier_outputs(model, test_x)
+    result = {
+        "dataset": dataset,
+        "seed": seed,
+        "test_accuracy": accuracy(logits, test_y),
+        "train_accuracy": float(accuracy(classifier_outputs(model, train_x)[0], train_y)),
+        "n_train": len(train_x),
+        "n_test": len(test_x),
+        **summary,
+    }
+    log.info("%s classifier: test accuracy %.4f", dataset, result["test_accuracy"])
+    save_classifier(model_path, model)
+    write_json(eval_path, result)
+    return result
 
 
+def evaluate_model_stage(
+    model: str,
+    model_path: str | os.PathLike,
+    samples_path: str | os.PathLike,
+    latents_path: str | os.PathLike,
+    classifier_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    seed: int,
+    json_path: str | os.PathLike,
+) -> dict[str, Any]:
+    """Rule ``evaluate_latent_generator``: every metric of one model, dataset and seed, as JSON.
+
+    ``test_accuracy``: ours through the forward pass, the cINN by Bayes' rule. ``sample_accuracy``
+    and ``frechet_distance``: the independent classifier on the generated images (vs their
+    requested labels; vs the real test images' features). ``label_probe_accuracy``: a logistic
+    regression from z to y, fitted on the training latents' z, scored on the test latents' z; ours'
+    z = f_z([u, 0]), the cINN's z = f(u; true label).
+    """
+    lat = _latents(latents_path)
+    u = {s: torch.as_tensor(lat[f"{s}_u"], dtype=torch.float32) for s in ("train", "test")}
+    y = {s: torch.as_tensor(lat[f"{s}_y"], dtype=torch.int64) for s in ("train", "test")}
+    generator = _loader(model)(model_path, latent_config["flow"])
+    if model == "ours":
+        scores = _batched(generator.predict, u["test"])
+        z = {s: _batched(generator.encode, u[s]) for s in u}
+    else:
+        scores = _batched(generator.classify, u["test"])
+        z = {s: _batched(generator.encode, u[s], y[s]) for s in u}
+    probe = probe_accuracy(z["train"].numpy(), lat["train_y"], z["test"].numpy(), lat["test_y"])
+    classifier = load_classifier(classifier_path)
+    with np.load(samples_path) as f:
+        images, labels = f["images"], f["labels"]
+    real, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
+    _, real_features = classifier_outputs(classifier, real)
+    result = {
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "test_accuracy": accuracy(scores, y["test"]),
+        "test_accuracy_method": "forward pass" if model == "ours" else "Bayes' rule",
+        **judge_images(classifier, images, labels, real_features),
+        "label_probe_accuracy": probe,
+        "chance_accuracy": CHANCE_ACCURACY,
+        "n_samples": len(images),
+        "n_real_test": len(real),
+    }
+    log.info("%s %s seed %d: %s", dataset, model, seed, json.dumps(result))
+    write_json(json_path, result)
+    return result
+
+
+def reference_stage(
+    autoencoder_path: str | os.PathLike,
+    latents_path: str | os.PathLike,
+    classifier_path: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    dataset: str,
+    latent_config: Mapping[str, Any],
+    json_path: str | os.PathLike,
+) -> list[dict[str, Any]]:
+    """Rule ``evaluate_latent_references``: what the metrics give for non-generated images.
+
+    Rows that put the generated models' numbers on a scale: the real test images (the
+    classifier's own accuracy, the ceiling of ``sample_accuracy``), real training images (as many
+    as one model generates: the floor of the Frechet distance at that sample size), and the
+    auto-encoder's reconstructions of the test images (the best any generator in its latent space
+    can look to the classifier). The probe column of the reconstructions row fits y from u itself:
+    the label information a linear map finds in the latents before any flow. The ``test_accuracy``
+    of the row ``MLP on the auto-encoder code`` (:func:`code_classifier_accuracy`) is what a
+    classifier trained for nothing else reads from u: the scale for Table 1, whose forward pass
+    classifies the same code.
+    """
+    real = load_images(data_dir, dataset, "test", latent_config["n_test"])
+    n_generated = N_CLASSES * int(latent_config["n_eval_samples_per_class"])
+    train_x, train_y = load_images(data_dir, dataset, "train", latent_config["n_train"])
+    lat = _latents(latents_path)
+    ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"])
+    recon = decode_to_uint8(ae, torch.as_tensor(lat["test_u"]))
+    train = (train_x[:n_generated], train_y[:n_generated])
+    rows = reference_rows(dataset, load_classifier(classifier_path), real, train, recon, lat)
+    for row in rows:
+        log.info("%s %s: %s", dataset, row["model"], row)
+    write_json(json_path, {"rows": rows})
+    return rows
+
+
+def latent_metrics_stage(
+    eval_paths: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """Rule ``latent_metrics``: per-seed JSONs (and reference rows) -> CSV + Markdown table.
+
+    A JSON holding ``{"rows": [...]}`` contributes each row; any other JSON is one record.
+    """
+    records: list[dict[str, Any]] = []
+    for path in eval_paths:
+        data = json.loads(Path(path).read_text())
+        records.extend(data["rows"] if "rows" in data else [data])
+    table = latent_metrics_report(records)
+    write_table(table, csv_path, md_path, latent_metrics_markdown(table))
+    log.info("latent metrics:\n%s", table.to_string(index=False))
+    return table
+
+
+# -- issue 29: joint training (workflow/rules/latent_joint.smk) -------------------------------
 def joint_stage(
     data_dir: str | os.PathLike,
     dataset: str,
@@ -404,9 +519,7 @@ def joint_stage(
     )
     save_joint(model_path, model.cpu(), latent_config, settings, seed)
     write_json(history_path, {"variant": variant, "dataset": dataset, "seed": seed, **summary})
-    log.info(
-        "trained joint %s on %s, seed %d, in %.1f s", variant, dataset, seed, summary["seconds"]
-    )
+    log.info("trained joint %s on %s, seed %d: %.1f s", variant, dataset, seed, summary["seconds"])
     return summary
 
 
@@ -441,7 +554,6 @@ def evaluate_joint_stage(
     test = evaluate_latent_flow(flow, u["test"], y["test"], seed=seed)
     images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
     classifier = load_classifier(classifier_path)
-    logits, features = classifier_outputs(classifier, images)
     _, real_features = classifier_outputs(classifier, split["test"][0])
     result = {
         "configuration": variant,
@@ -451,8 +563,7 @@ def evaluate_joint_stage(
         "test_accuracy": test["accuracy"],
         "code_mlp_accuracy": code_classifier_accuracy(u["train"], y["train"], u["test"], y["test"]),
         "reconstruction_mse": reconstruction_error(ae, split["test"][0])["mse"],
-        "sample_accuracy": accuracy(logits, labels),
-        "frechet_distance": feature_frechet_distance(features, real_features),
+        **judge_images(classifier, images, labels, real_features),
         "label_probe_accuracy": probe_accuracy(z["train"], y["train"], z["test"], y["test"]),
         "test_nll": test["nll"],
     }
@@ -461,60 +572,22 @@ def evaluate_joint_stage(
     return result
 
 
-def pretrained_ablation_row(
-    metrics_path: str | os.PathLike,
-    references_path: str | os.PathLike,
-    autoencoder_metrics_path: str | os.PathLike,
-) -> dict[str, Any]:
-    """The ablation table's row of the pretrained pipeline for one dataset and seed, read from
-    its outputs: the seed's metrics, the references' MLP on the code, the auto-encoder's test
-    reconstruction error."""
-    ours = json.loads(Path(metrics_path).read_text())
-    references = json.loads(Path(references_path).read_text())["rows"]
-    mlp = next(r for r in references if r["model"] == "MLP on the auto-encoder code")
-    autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
-    return {
-        "configuration": "pretrained",
-        "dataset": ours["dataset"],
-        "seed": ours["seed"],
-        "test_accuracy": ours["test_accuracy"],
-        "code_mlp_accuracy": mlp["test_accuracy"],
-        "reconstruction_mse": autoencoder["test"]["mse"],
-        "sample_accuracy": ours["sample_accuracy"],
-        "frechet_distance": ours["frechet_distance"],
-        "label_probe_accuracy": ours["label_probe_accuracy"],
-    }
-
-
 def ablation_table_stage(
     pretrained: Sequence[tuple[str | os.PathLike, str | os.PathLike, str | os.PathLike]],
     joint_eval_paths: Sequence[str | os.PathLike],
     csv_path: str | os.PathLike,
     md_path: str | os.PathLike,
 ) -> pd.DataFrame:
-    """Rule ``latent_ablation``: one row per configuration, dataset and seed (CSV) and their
-    mean ± std over seeds next to the paper's accuracy (Markdown).
-
-    ``pretrained`` holds, per dataset and seed, the three files of
-    :func:`pretrained_ablation_row`; ``joint_eval_paths`` the JSONs of
-    :func:`evaluate_joint_stage`.
-    """
-    rows = [pretrained_ablation_row(*paths) for paths in pretrained]
+    """Rule ``latent_ablation``: :func:`ablation_table` of the pretrained pipeline's rows
+    (``pretrained``: per dataset and seed, the JSONs of the seed's metrics, of the references and
+    of the auto-encoder: :func:`pretrained_ablation_row`)
+    and of the joint models' evaluations (``joint_eval_paths``), as CSV and Markdown."""
+    rows = [
+        pretrained_ablation_row(*(json.loads(Path(p).read_text()) for p in paths))
+        for paths in pretrained
+    ]
     rows += [json.loads(Path(p).read_text()) for p in joint_eval_paths]
-    frame = pd.DataFrame(rows)[["configuration", "dataset", "seed", *ABLATION_METRICS]]
-    # Each dataset's rows together, the pretrained pipeline first (stable: configurations and
-    # seeds keep the order given).
-    order = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
-    frame = frame.sort_values("dataset", key=lambda d: d.map(order), kind="stable")
-    frame = frame.reset_index(drop=True)
-    grouped = frame.groupby(["dataset", "configuration"], sort=False)[list(ABLATION_METRICS)]
-    mean, std = grouped.mean(), grouped.std()
-    shown = mean.index.to_frame(index=False)
-    shown["seeds"] = grouped.size().to_numpy()
-    for metric in ABLATION_METRICS:
-        digits = 1 if metric == "frechet_distance" else 4
-        shown[metric] = mean_std_cells(mean[metric], std[metric], digits=digits)
-    shown["paper (Table 1)"] = [PAPER_ACCURACY.get(d) for d in shown["dataset"]]
-    write_table(frame, csv_path, md_path, shown.to_markdown(index=False, disable_numparse=True))
-    log.info("latent ablation:\n%s", shown.to_string(index=False))
+    frame, markdown = ablation_table(rows)
+    write_table(frame, csv_path, md_path, markdown)
+    log.info("latent ablation:\n%s", markdown)
     return frame
