@@ -93,6 +93,8 @@ def test_every_rule_script_runs_its_stage_through_the_stage_runner(script: Path)
     names = {getattr(c.func, "id", None) or getattr(c.func, "attr", None) for c in calls}
     assert not names & bypass, f"{script.name} calls {sorted(names & bypass)} itself"
     assert all(getattr(c.func, "id", None) != "exec" for c in calls)
+    # Arguments by name: two paths swapped by position would go unnoticed.
+    assert len(runner[0].args) == 2, f"{script.name}: pass the stage's arguments by name"
 
 
 def _rule_scripts() -> dict[str, Path]:

@@ -7,11 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     benchmark_training_speed,
-    snakemake.params.gmm_config,
-    snakemake.params.models,
-    snakemake.params.device,
-    snakemake.output.csv,
-    snakemake.output.md,
+    gmm_config=snakemake.params.gmm_config,
+    models=snakemake.params.models,
+    device=snakemake.params.device,
+    csv_path=snakemake.output.csv,
+    md_path=snakemake.output.md,
     iterations=snakemake.params.iterations,
-    threads=snakemake.threads,
 )

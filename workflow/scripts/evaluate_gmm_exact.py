@@ -7,10 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     evaluate_exact,
-    snakemake.wildcards.labels,
-    snakemake.params.settings,
-    int(snakemake.wildcards.seed),
-    snakemake.output.eval,
-    snakemake.output.samples,
-    snakemake.output.predictions,
+    label_map=snakemake.wildcards.labels,
+    gmm_config=snakemake.params.settings,
+    seed=int(snakemake.wildcards.seed),
+    eval_json=snakemake.output.eval,
+    samples_csv=snakemake.output.samples,
+    predictions_csv=snakemake.output.predictions,
 )

@@ -8,8 +8,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     evaluate_reference_floor,
-    snakemake.input.reference,
-    snakemake.input.held_out,
-    snakemake.params.eval_settings,
-    snakemake.output.scores,
+    reference_path=snakemake.input.reference,
+    held_out_path=snakemake.input.held_out,
+    eval_config=snakemake.params.eval_settings,
+    scores_path=snakemake.output.scores,
 )

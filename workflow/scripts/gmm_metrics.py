@@ -7,9 +7,9 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     gmm_metrics_table,
-    snakemake.input,
-    snakemake.output.csv,
-    snakemake.output.md,
-    snakemake.params.model_order,
-    snakemake.params.network_order,
+    eval_paths=list(snakemake.input),
+    csv_path=snakemake.output.csv,
+    md_path=snakemake.output.md,
+    model_order=snakemake.params.model_order,
+    network_order=snakemake.params.network_order,
 )

@@ -7,8 +7,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     metrics_table,
-    snakemake.input,
-    snakemake.params.model_order,
-    snakemake.output.csv,
-    snakemake.output.md,
+    score_paths=list(snakemake.input),
+    model_order=snakemake.params.model_order,
+    csv_path=snakemake.output.csv,
+    md_path=snakemake.output.md,
 )

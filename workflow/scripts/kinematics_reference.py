@@ -7,8 +7,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     make_reference,
-    snakemake.params.settings,
-    snakemake.output.reference,
-    snakemake.output.held_out,
-    snakemake.output.summary,
+    config=snakemake.params.settings,
+    reference_path=snakemake.output.reference,
+    held_out_path=snakemake.output.held_out,
+    summary_path=snakemake.output.summary,
 )

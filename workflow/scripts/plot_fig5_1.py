@@ -7,8 +7,8 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     plot_fig5_1,
-    snakemake.input.predictions,
-    snakemake.input.samples,
-    snakemake.input.eval,
-    snakemake.output.png,
+    predictions_csv=snakemake.input.predictions,
+    samples_csv=snakemake.input.samples,
+    eval_json=snakemake.input.eval,
+    png_path=snakemake.output.png,
 )

@@ -7,9 +7,9 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     plot_fig5_2,
-    snakemake.params.models,
-    snakemake.input.samples,
-    snakemake.input.eval,
-    snakemake.output.png,
-    snakemake.params.gmm_config,
+    models=snakemake.params.models,
+    samples_csvs=snakemake.input.samples,
+    eval_jsons=snakemake.input.eval,
+    png_path=snakemake.output.png,
+    gmm_config=snakemake.params.gmm_config,
 )

@@ -4,4 +4,9 @@ from replicate.experiments.kinematics.figures import plot_eps
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive
-run_stage(snakemake, plot_eps, snakemake.input.csv, snakemake.output.png)
+run_stage(
+    snakemake,
+    plot_eps,
+    csv_path=snakemake.input.csv,
+    png_path=snakemake.output.png,
+)

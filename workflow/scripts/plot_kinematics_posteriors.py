@@ -8,9 +8,9 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     plot_posteriors,
-    snakemake.params.models,
-    snakemake.input.samples,
-    snakemake.input.reference,
-    snakemake.params.observations,
-    snakemake.output.png,
+    models=snakemake.params.models,
+    sample_paths=snakemake.input.samples,
+    reference_path=snakemake.input.reference,
+    observation_indices=snakemake.params.observations,
+    png_path=snakemake.output.png,
 )

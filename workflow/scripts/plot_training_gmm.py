@@ -7,10 +7,10 @@ snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directiv
 run_stage(
     snakemake,
     plot_training_curves,
-    snakemake.input.histories,
-    snakemake.input.statuses,
-    snakemake.output.png,
-    snakemake.wildcards.network,
-    snakemake.wildcards.labels,
-    snakemake.params.gmm_config,
+    history_csvs=snakemake.input.histories,
+    status_jsons=snakemake.input.statuses,
+    png_path=snakemake.output.png,
+    network=snakemake.wildcards.network,
+    label_map=snakemake.wildcards.labels,
+    gmm_config=snakemake.params.gmm_config,
 )

@@ -10,8 +10,8 @@ data = snakemake.config["data"]
 run_stage(
     snakemake,
     prepare_dataset,
-    Path(snakemake.output[0]).parent,
-    snakemake.wildcards.dataset,
+    out_dir=Path(snakemake.output[0]).parent,
+    dataset=snakemake.wildcards.dataset,
     search_dirs=data["search_dirs"],
     sources=data["sources"],
     torchvision_timeout_s=data["torchvision_timeout_s"],
