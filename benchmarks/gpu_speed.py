@@ -51,7 +51,7 @@ from replicate.experiments.kinematics.settings import training_settings as kinem
 from replicate.experiments.latent.autoencoder import autoencoder_training_setup
 from replicate.experiments.latent.judges import classifier_training_setup
 from replicate.experiments.latent.training import latent_training_setup
-from replicate.runtime import atomic_path
+from replicate.files import atomic_path
 from replicate.training_steps import TrainingSetup
 
 REPO = Path(__file__).resolve().parents[1]

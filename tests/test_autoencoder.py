@@ -11,7 +11,7 @@ import torch
 from conftest import killed_after_checkpoints
 
 import replicate.experiments.latent.autoencoder as ae_module
-from replicate.checkpoints import model_tensors
+from replicate.checkpoints import CheckpointMismatch, model_tensors, save_checkpoint
 from replicate.experiments.latent.autoencoder import (
     AutoEncoder,
     encode_images,
@@ -20,7 +20,6 @@ from replicate.experiments.latent.autoencoder import (
     to_unit_images,
     train_autoencoder,
 )
-from replicate.runtime import CheckpointMismatch, save_checkpoint
 
 torch.set_num_threads(1)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import killed_after_checkpoints
 
+from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
 from replicate.experiments.latent.joint import (
     JointLatentFlow,
@@ -20,7 +21,6 @@ from replicate.experiments.latent.joint import (
     train_joint,
 )
 from replicate.experiments.latent.stages import ablation_table_stage
-from replicate.runtime import CheckpointMismatch
 
 FLOW = {"n_blocks": 1, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "eps": 0.1, "sigma": 0.05}
 CONFIG = {

@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, killed_after_checkpoints, small_kinematics_config
 from safetensors.torch import load_file
 
+from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
 from replicate.experiments.kinematics.evaluation import (
     evaluate_kinematics_model,
@@ -39,7 +40,6 @@ from replicate.experiments.kinematics.training import (
     train_kinematics_model,
     training_setup,
 )
-from replicate.runtime import CheckpointMismatch
 from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)

@@ -16,6 +16,7 @@ from conftest import killed_after_checkpoints
 
 import replicate.experiments.latent.evaluation as latent_evaluation
 import replicate.experiments.latent.stages as latent_stages
+from replicate.checkpoints import CheckpointMismatch
 from replicate.experiments.latent.autoencoder import AutoEncoder
 from replicate.experiments.latent.evaluation import (
     evaluate_latent_flow,
@@ -27,7 +28,6 @@ from replicate.experiments.latent.models import LatentFlow, load_latent_flow, sa
 from replicate.experiments.latent.stages import table1_stage
 from replicate.experiments.latent.training import train_latent_cinn, train_latent_flow
 from replicate.metrics import accuracy
-from replicate.runtime import CheckpointMismatch
 
 torch.set_num_threads(1)
 

@@ -82,3 +82,16 @@ def test_every_anchor_names_a_heading_of_its_page(page: Path) -> None:
         anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
         anchors |= set(re.findall(r'<a id="([^"]+)">', text))
         assert anchor in anchors, f"{page.name}: no heading or <a id> for #{anchor}"
+
+
+@pytest.mark.parametrize("page", [README, *sorted((README.parent / "docs").glob("*.md"))], ids=str)
+def test_every_test_a_page_names_exists(page: Path) -> None:
+    """``tests/<file>.py::<test>`` (or ``::<test>`` after one in the same cell) names a test
+    that is there: tests move between modules, the pages must follow."""
+    for cell in page.read_text().split("|"):
+        current = None
+        for path, name in re.findall(r"`(tests/[\w/]+\.py)?::(\w+)`", cell):
+            current = path or current
+            assert current, f"{page.name}: ::{name} without a test file before it"
+            source = (README.parent / current).read_text()
+            assert f"def {name}(" in source, f"{page.name}: {current}::{name} does not exist"

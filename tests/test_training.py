@@ -292,3 +292,28 @@ def test_fit_conditional_stops_early_and_restores_the_best_flow() -> None:
     with torch.no_grad():
         again = float(flow.nll(x[64:], c[64:], generator=generator).mean())
     assert again == pytest.approx(best, rel=1e-6)
+
+
+def test_fit_stops_at_the_first_non_finite_loss() -> None:
+    w = torch.nn.Parameter(torch.ones(1))
+    opt = make_optimizer([w], lr=0.1)
+
+    def step(i: int) -> dict[str, torch.Tensor]:
+        return {"loss": (w * (float("inf") if i == 4 else 1.0)).sum()}
+
+    with pytest.raises(TrainingDiverged) as err:
+        fit(step, opt, iterations=10, progress_every=0)
+    assert err.value.iteration == 4
+
+
+def test_fit_clamps_gradients_elementwise() -> None:
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    fit(
+        lambda i: {"loss": (w * torch.tensor([100.0, -0.5])).sum()},
+        opt,
+        1,
+        grad_clip=15.0,
+        progress_every=0,
+    )
+    torch.testing.assert_close(w.detach(), torch.tensor([-15.0, 0.5]))

@@ -1,7 +1,8 @@
-"""Checkpoints of a training run: the model's and the optimiser's state as named tensors
-(safetensors, no pickle), and the resume checkpoint from which a killed run continues with the
-numbers of an uninterrupted one (:class:`Resume`, written by :func:`save_run` at the end of every
-segment and read by :func:`restore_run`).
+"""Checkpoints: tensors saved as safetensors (no pickle) with the configuration they were
+trained under, which a load must match (:func:`save_checkpoint`, :func:`load_checkpoint`); the
+model's and the optimiser's state as named tensors, and the resume checkpoint from which a
+killed run continues with the numbers of an uninterrupted one (:class:`Resume`, written by
+:func:`save_run` at the end of every segment and read by :func:`restore_run`).
 
 Example:
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
@@ -11,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,22 +21,115 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from replicate.runtime import CheckpointMismatch, load_checkpoint, save_checkpoint
+from replicate.files import atomic_path
 
 __all__ = [
+    "CheckpointMismatch",
     "Resume",
+    "load_checkpoint",
     "model_tensors",
     "optimizer_tensors",
     "restore_model",
     "restore_optimizer",
     "restore_run",
+    "save_checkpoint",
     "save_run",
     "snapshot",
 ]
 
 log = logging.getLogger("replicate")
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was written under another configuration than the one loading it."""
+
+
+# Stands for a key one configuration has and the other lacks.
+_ABSENT = object()
+
+
+def _canonical(metadata: Mapping[str, Any]) -> str:
+    return json.dumps(metadata, sort_keys=True, default=str)
+
+
+def _parse_metadata(stored: str | None) -> Any:
+    """The stored configuration as JSON data; unreadable text stays a string (a mismatch)."""
+    if stored is None:
+        return None
+    try:
+        return json.loads(stored)
+    except json.JSONDecodeError:
+        return stored
+
+
+def _differences(stored: Any, expected: Any, key: str = "") -> list[str]:
+    """``key: stored A, expected B`` for every dotted key where the two configurations differ.
+
+    Leaves compare as JSON text, so ``8`` and ``8.0`` differ, as they do in the file.
+
+    Example:
+        >>> _differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0})
+        ['a.c: stored 2, expected 3', 'd: stored (absent), expected 0']
+    """
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        lines = []
+        for name in sorted(set(stored) | set(expected)):
+            sub = f"{key}.{name}" if key else name
+            lines += _differences(stored.get(name, _ABSENT), expected.get(name, _ABSENT), sub)
+        return lines
+    shown = ["(absent)" if v is _ABSENT else json.dumps(v) for v in (stored, expected)]
+    if shown[0] == shown[1]:
+        return []
+    if stored is None and not key:
+        shown[0] = "no configuration (not written by save_checkpoint)"
+    return [f"{key or '(whole configuration)'}: stored {shown[0]}, expected {shown[1]}"]
+
+
+def save_checkpoint(
+    path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]
+) -> None:
+    """Save tensors as safetensors (no pickle), with ``metadata`` (the configuration) inside."""
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={"config": _canonical(metadata)})
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Load a safetensors checkpoint; if ``expected`` is given it must equal the stored config.
+
+    Raises :class:`CheckpointMismatch` naming both configurations when they differ.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("config")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(
+            f"checkpoint {path} is unreadable or truncated ({exc}); delete it"
+        ) from exc
+    if expected is not None:
+        differences = _differences(_parse_metadata(stored), json.loads(_canonical(expected)))
+        if differences:
+            shown = "\n".join(f"  {line}" for line in differences)
+            raise CheckpointMismatch(
+                f"checkpoint {path} was written under another configuration than this run's; "
+                f"differing keys:\n{shown}\n"
+                f"stored configuration:   {stored}\n"
+                f"expected configuration: {_canonical(expected)}\n"
+                "Delete the checkpoint to retrain, or restore the configuration it was written for."
+            )
+    return load_file(str(path), device=str(device))
 
 
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:

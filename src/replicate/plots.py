@@ -35,7 +35,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from replicate.runtime import atomic_path  # noqa: E402
+from replicate.files import atomic_path  # noqa: E402
 
 __all__ = [
     "GMM_LIMIT",

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from replicate.runtime import atomic_path, write_table
+from replicate.files import atomic_path, write_table
 
 __all__ = ["job_costs", "main", "provenance", "publish"]
 

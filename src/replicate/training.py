@@ -31,15 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.checkpoints import Resume, restore_model, restore_run, save_run, snapshot
-from replicate.runtime import (
-    ProgressLog,
-    TrainingDiverged,
-    atomic_path,
-    check_finite,
+from replicate.checkpoints import (
+    Resume,
+    restore_model,
+    restore_run,
     save_checkpoint,
-    write_json,
+    save_run,
+    snapshot,
 )
+from replicate.files import atomic_path, write_json
+from replicate.runtime import ProgressLog, TrainingDiverged, check_finite
 from replicate.training_steps import StepRunner, TrainingStep
 
 __all__ = [

@@ -161,7 +161,7 @@ def prepare_dataset(
         >>> record["files"]["t10k-labels-idx1-ubyte"]["dims"], (out / "verified.json").is_file()
         ([10], True)
     """
-    from replicate.runtime import write_json
+    from replicate.files import write_json
 
     info = _info(dataset)
     expected = dict(expected_sha256 or EXPECTED_SHA256[dataset])
@@ -378,7 +378,7 @@ def write_synthetic_dataset(
         >>> load_split(d, "mnist", "train")[1].tolist()[-3:]
         [9, 0, 1]
     """
-    from replicate.runtime import write_json
+    from replicate.files import write_json
 
     info = _info(dataset)
     data_dir = Path(data_dir)

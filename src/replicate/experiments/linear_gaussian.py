@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from replicate.files import write_table
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
-from replicate.runtime import write_table
 from replicate.training import fit_conditional
 
 __all__ = [

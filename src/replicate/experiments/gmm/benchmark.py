@@ -38,7 +38,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from replicate.experiments.gmm.problem import GaussianMixture
-from replicate.runtime import atomic_path, resolve_device, use_threads
+from replicate.files import atomic_path
+from replicate.runtime import resolve_device, use_threads
 from replicate.training_steps import StepRunner, TrainingStep
 
 __all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]

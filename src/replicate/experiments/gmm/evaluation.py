@@ -44,7 +44,8 @@ from torch import Tensor
 
 from replicate import metrics
 from replicate.experiments.gmm.problem import GaussianMixture
-from replicate.runtime import atomic_path, resolve_device, use_threads, write_json, write_table
+from replicate.files import atomic_path, write_json, write_table
+from replicate.runtime import resolve_device, use_threads
 
 __all__ = [
     "EXACT_SEED_OFFSET",

@@ -33,11 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import load_checkpoint
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import INN_PREFIX, model_section, training_settings
 from replicate.models.base import ConditionalModel, as_input
 from replicate.models.build import build_model, inn_settings
-from replicate.runtime import load_checkpoint, resolve_device, seed_everything
+from replicate.runtime import resolve_device, seed_everything
 from replicate.training import TrainingFiles, fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
@@ -258,7 +259,7 @@ def load_gmm_model(
 ) -> GMMModel:
     """Load a checkpoint written by :func:`train_gmm_model` as a :class:`GMMModel`.
 
-    Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    Raises :class:`replicate.checkpoints.CheckpointMismatch` if it was trained under other settings.
     See the module's example for a round trip.
     """
     dev = resolve_device(device)

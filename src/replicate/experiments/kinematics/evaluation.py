@@ -43,16 +43,9 @@ from replicate.experiments.kinematics.metrics import (
 )
 from replicate.experiments.kinematics.problem import forward, rejection_sample, sample_prior
 from replicate.experiments.kinematics.training import load_kinematics_model
+from replicate.files import read_json, read_npz, write_json, write_npz, write_table
 from replicate.metrics import mean_std_cells, summarise
-from replicate.runtime import (
-    read_json,
-    read_npz,
-    resolve_device,
-    use_threads,
-    write_json,
-    write_npz,
-    write_table,
-)
+from replicate.runtime import resolve_device, use_threads
 
 __all__ = [
     "METRICS",

@@ -35,15 +35,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import load_checkpoint, save_checkpoint
 from replicate.experiments.kinematics.problem import PRIOR_STD, simulated_batch
-from replicate.runtime import (
-    atomic_path,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    seed_everything,
-    write_json,
-)
+from replicate.files import atomic_path, write_json
+from replicate.runtime import resolve_device, seed_everything
 from replicate.training import TrainingFiles, config_hash
 
 __all__ = ["NPEPosterior", "load_npe", "npe_pairs", "train_npe_model"]
@@ -211,7 +206,7 @@ def load_npe(
 ) -> NPEPosterior:
     """Load a checkpoint written by :func:`train_npe_model`, in eval mode.
 
-    Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    Raises :class:`replicate.checkpoints.CheckpointMismatch` if it was trained under other settings.
     """
     dev = resolve_device(device)
     tensors = load_checkpoint(Path(checkpoint_path), _metadata(settings), dev)

@@ -44,12 +44,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import load_checkpoint
 from replicate.experiments.kinematics.npe import load_npe, train_npe_model
 from replicate.experiments.kinematics.problem import simulated_batch
 from replicate.experiments.kinematics.settings import model_kind
 from replicate.models.base import ConditionalModel
 from replicate.models.build import build_model, inn_settings
-from replicate.runtime import load_checkpoint, resolve_device, seed_everything
+from replicate.runtime import resolve_device, seed_everything
 from replicate.training import TrainingFiles, fit_to_files, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
@@ -205,7 +206,7 @@ def load_kinematics_model(
 ) -> nn.Module:
     """Load a checkpoint written by :func:`train_kinematics_model`, in eval mode.
 
-    Raises :class:`replicate.runtime.CheckpointMismatch` if it was trained under other settings.
+    Raises :class:`replicate.checkpoints.CheckpointMismatch` if it was trained under other settings.
     """
     if model_kind(name) == "npe":
         return load_npe(checkpoint_path, settings, device)

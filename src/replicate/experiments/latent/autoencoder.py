@@ -33,8 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.checkpoints import Resume, model_tensors, restore_model
-from replicate.runtime import load_checkpoint, save_checkpoint
+from replicate.checkpoints import (
+    Resume,
+    load_checkpoint,
+    model_tensors,
+    restore_model,
+    save_checkpoint,
+)
 from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
@@ -144,7 +149,7 @@ def load_autoencoder(
     """Load a trained auto-encoder (eval mode) from its safetensors file.
 
     ``config_section`` is the ``latent.autoencoder`` config; its ``latent_dim`` must match the
-    file's, else :class:`replicate.runtime.CheckpointMismatch`.
+    file's, else :class:`replicate.checkpoints.CheckpointMismatch`.
 
     Example:
         >>> import tempfile, pathlib

@@ -45,10 +45,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.checkpoints import Resume
+from replicate.checkpoints import Resume, load_checkpoint, save_checkpoint
 from replicate.experiments.latent.autoencoder import AutoEncoder, to_unit_images
 from replicate.experiments.latent.models import N_CLASSES, LatentFlow, _flow_kwargs
-from replicate.runtime import load_checkpoint, save_checkpoint
 from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
@@ -278,7 +277,7 @@ def load_joint(
     device: str | torch.device = "cpu",
 ) -> JointLatentFlow:
     """Load what :func:`train_joint` trained and :func:`save_joint` wrote, in eval mode; the
-    file's settings must be these (else :class:`replicate.runtime.CheckpointMismatch`)."""
+    file's settings must be these (else :class:`replicate.checkpoints.CheckpointMismatch`)."""
     tensors = load_checkpoint(path, _file_metadata(latent_config, variant, seed), device)
     model = JointLatentFlow(**_model_kwargs(latent_config, variant, seed)).to(device)
     model.load_state_dict(tensors)

@@ -29,15 +29,12 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import load_checkpoint, save_checkpoint
 from replicate.experiments.latent.autoencoder import to_unit_images
 from replicate.experiments.latent.models import (
     N_CLASSES,
 )
 from replicate.metrics import accuracy
-from replicate.runtime import (
-    load_checkpoint,
-    save_checkpoint,
-)
 from replicate.training import EpochBatches, fit, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 

@@ -27,15 +27,12 @@ from typing import Any, ClassVar, Unpack
 import torch
 from torch import Tensor, nn
 
+from replicate.checkpoints import load_checkpoint, save_checkpoint
 from replicate.models.base import NetworkSettings, as_input
 from replicate.models.cinn import ConditionalINN
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.flows import InvertibleNetwork
 from replicate.models.standardization import Standardization
-from replicate.runtime import (
-    load_checkpoint,
-    save_checkpoint,
-)
 
 __all__ = [
     "bayes_log_posterior",
@@ -263,7 +260,8 @@ def load_latent_flow(
     """Load a trained :class:`LatentFlow` (eval mode) from ``flow_seed{seed}.safetensors``.
 
     ``config_section`` is the ``latent.flow`` config; the network keys must match the file's
-    (else :class:`replicate.runtime.CheckpointMismatch`). Latent size and seed come from the file.
+    (else :class:`replicate.checkpoints.CheckpointMismatch`). Latent size and seed come from the
+    file.
 
     Example:
         >>> import tempfile, pathlib, torch

@@ -75,8 +75,9 @@ from replicate.experiments.latent.models import (
     save_latent_flow,
 )
 from replicate.experiments.latent.training import train_latent_cinn, train_latent_flow
+from replicate.files import write_json, write_npz, write_table
 from replicate.metrics import accuracy
-from replicate.runtime import resolve_device, write_json, write_npz, write_table
+from replicate.runtime import resolve_device
 
 __all__ = [
     "ablation_table_stage",
