@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import killed_after_checkpoints
+from helpers import killed_after_checkpoints
 
 import replicate.experiments.latent.autoencoder as ae_module
 from replicate.checkpoints import CheckpointMismatch, model_tensors, save_checkpoint

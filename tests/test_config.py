@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from helpers import REPO, snakemake
 
 from replicate.config import ConfigError, validate_config
 

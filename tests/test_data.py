@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from replicate import data
 from replicate.data import (

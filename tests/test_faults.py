@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SMOKE_CONFIG, local_env, snakemake
+from helpers import REPO, SMOKE_CONFIG, local_env, snakemake
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

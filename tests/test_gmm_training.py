@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import killed_after_checkpoints
+from helpers import killed_after_checkpoints
 from safetensors.torch import load_file
 from scipy.stats import multivariate_normal
 

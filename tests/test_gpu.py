@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_gmm_settings, small_kinematics_config
+from helpers import small_gmm_settings, small_kinematics_config
 
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import killed_after_checkpoints
+from helpers import killed_after_checkpoints
 
 from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config

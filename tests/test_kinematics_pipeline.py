@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, killed_after_checkpoints, small_kinematics_config
+from helpers import REPO, killed_after_checkpoints, small_kinematics_config
 from safetensors.torch import load_file
 
 from replicate.checkpoints import CheckpointMismatch

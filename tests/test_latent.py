@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import killed_after_checkpoints
+from helpers import killed_after_checkpoints
 
 import replicate.experiments.latent.evaluation as latent_evaluation
 import replicate.experiments.latent.stages as latent_stages

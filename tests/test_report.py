@@ -1,5 +1,5 @@
 """The HTML report: after the smoke run, `snakemake --report` holds every figure and table of the
-paper (the list in conftest.py, the one place that names them), byte for byte; and the report,
+paper (the list in helpers.py, the one place that names them), byte for byte; and the report,
 rendered in headless Chromium, displays each figure and shows each table to a reader who clicks
 through its categories."""
 
@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PAPER_FIGURES, PAPER_TABLES, snakemake
+from helpers import PAPER_FIGURES, PAPER_TABLES, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.report]
 

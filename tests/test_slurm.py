@@ -1,5 +1,5 @@
 """The SLURM profile on a real SLURM: a single-node cluster on localhost (.ci/slurm/cluster.sh)
-redoes one job of every rule of the local smoke run (tests/conftest.py), in a copy of it, through
+redoes one job of every rule of the local smoke run (tests/helpers.py), in a copy of it, through
 `--workflow-profile profiles/slurm`, each as a SLURM job of its own (18 jobs, about 4 minutes on
 this 2-core machine with the cluster's start; the whole DAG is 93). Every rule that is not
 declared local must have run as a SLURM job, none outside it, and every file they wrote must equal
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yte
-from conftest import (
+from helpers import (
     REPO,
     SMOKE_CONFIG,
     compare_outputs,

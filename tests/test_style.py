@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, local_env
+from helpers import REPO, local_env
 
 from replicate.config import DEVICE_RULES
 

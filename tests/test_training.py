@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import killed_after_checkpoints
+from helpers import killed_after_checkpoints
 
 from replicate.checkpoints import Resume, optimizer_tensors, restore_optimizer, save_run
 from replicate.runtime import TrainingDiverged

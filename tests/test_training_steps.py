@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_gmm_settings
+from helpers import small_gmm_settings
 from safetensors.torch import load_file
 
 from replicate.experiments.gmm.training import train_gmm_model

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import (
+from helpers import (
     PAPER_FIGURES,
     PAPER_TABLES,
     compare_outputs,
