@@ -98,6 +98,7 @@ def provenance(
     cuda, python``, as ``benchmarks/gpu_measure.sh`` writes them to machine.json) and ``commit``
     the commit it ran; by default both are this machine's and ``run_dir``'s.
     """
+    # Imported here, only to report their versions: the rest of the module needs none of them.
     import numpy
     import snakemake
     import torch

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -40,6 +41,7 @@ from replicate.checkpoints import (
     snapshot,
 )
 from replicate.files import atomic_path, write_json
+from replicate.models.base import as_input
 from replicate.runtime import ProgressLog, TrainingDiverged, check_finite
 from replicate.training_steps import StepRunner, TrainingStep
 
@@ -414,7 +416,6 @@ def fit_conditional(
         >>> len(r.validation), 1 <= r.best_segment <= 5
         (5, True)
     """
-    from replicate.models.conditional_flow import as_input
 
     x = as_input(model, x, "x", model.data_dim)
     condition = as_input(model, condition, "condition", model.condition_dim)
@@ -505,8 +506,6 @@ def fit_to_files(
     the per-iteration loss terms as CSV (:class:`TrainingFiles`). Every file is written
     atomically.
     """
-    import pandas as pd
-
     result = FitResult()
     diverged, message = False, "finished"
     name = describe.get("model", "model")

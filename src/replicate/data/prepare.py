@@ -60,6 +60,7 @@ from replicate.data.formats import (
     write_idx,
 )
 from replicate.data.sources import _SOURCE_FUNCTIONS, SOURCES, _describe
+from replicate.files import write_json
 
 __all__ = [
     "check_prepared",
@@ -161,7 +162,6 @@ def prepare_dataset(
         >>> record["files"]["t10k-labels-idx1-ubyte"]["dims"], (out / "verified.json").is_file()
         ([10], True)
     """
-    from replicate.files import write_json
 
     info = _info(dataset)
     expected = dict(expected_sha256 or EXPECTED_SHA256[dataset])
@@ -331,6 +331,7 @@ def load_split(
         >>> tuple(images.shape), labels[:12].tolist()
         ((30, 28, 28), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
     """
+    # The data rule runs at the start of the DAG; torchvision only when it is a source.
     import torch
     import torchvision.datasets
 
@@ -378,7 +379,6 @@ def write_synthetic_dataset(
         >>> load_split(d, "mnist", "train")[1].tolist()[-3:]
         [9, 0, 1]
     """
-    from replicate.files import write_json
 
     info = _info(dataset)
     data_dir = Path(data_dir)

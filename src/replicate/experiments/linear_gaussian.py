@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from replicate.files import write_table
+from replicate.metrics import mean_std_cells, summarise
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.training import fit_conditional
@@ -262,7 +263,6 @@ def learned_eps_runs(
 
 def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of each metric of :func:`learned_eps_runs`, one row per s."""
-    from replicate.metrics import mean_std_cells, summarise
 
     metrics = ["eps_over_noise", "kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"]
     stats = summarise(frame, ["noise_std"], metrics)
@@ -275,7 +275,6 @@ def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of each metric (formatted cells), one row per (s, eps / s)."""
-    from replicate.metrics import mean_std_cells, summarise
 
     metrics = ["kl", "mean_error", "std_ratio", "validation_log_prob", "train_nll", "epochs"]
     stats = summarise(frame, ["noise_std", "eps_over_noise"], metrics)

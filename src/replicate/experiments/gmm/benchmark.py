@@ -38,8 +38,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.settings import model_section
+from replicate.experiments.gmm.training import gmm_model
 from replicate.files import atomic_path
 from replicate.runtime import resolve_device, use_threads
+from replicate.training import make_optimizer
 from replicate.training_steps import StepRunner, TrainingStep
 
 __all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]
@@ -96,9 +99,6 @@ def training_step(
         ...        "clamp": 2.0}, "cinn": {"optimizer": {"lr": 1e-3}}}
         >>> training_step("cinn", cfg, torch.device("cpu"))(0)
     """
-    from replicate.experiments.gmm.settings import model_section
-    from replicate.experiments.gmm.training import gmm_model
-    from replicate.training import make_optimizer
 
     gm = GaussianMixture("all")
     x, labels = gm.sample(gmm_config["batch_size"], torch.Generator().manual_seed(seed))

@@ -59,6 +59,7 @@ def c2st(samples: Tensor, reference: Tensor, seed: int = 0, folds: int = 5) -> f
     the reference's mean and std), ``folds``-fold cross-validated on equal numbers of each set
     (the larger set is subsampled), seeded.
     """
+    # scikit-learn takes a second to import; only the C2ST needs it.
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
 

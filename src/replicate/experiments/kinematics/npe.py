@@ -66,6 +66,7 @@ def npe_pairs(settings: Mapping[str, Any], seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _builder(settings: Mapping[str, Any]) -> Any:
+    # sbi takes seconds to import (and pulls in its own dependencies); only NPE's rules need it.
     from sbi.neural_nets import posterior_nn
 
     return posterior_nn(settings["npe"].get("density_estimator", "maf"))
@@ -135,7 +136,7 @@ def train_npe_model(
     models' status) and, with ``files.history``, the per-epoch training and validation losses.
     sbi's loop neither resumes (``files.resume`` is not used) nor reports per iteration.
     """
-    from sbi.inference import NPE
+    from sbi.inference import NPE  # as above: only when NPE trains
 
     dev = resolve_device(device)
     npe_cfg = dict(settings["npe"])
