@@ -21,7 +21,7 @@ from helpers import small_gmm_settings, small_kinematics_config
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
 from replicate.experiments.kinematics.settings import training_settings as training_settings_e4
-from replicate.experiments.kinematics.training import train_kinematics_model
+from replicate.experiments.kinematics.stages import train_kinematics_model
 from replicate.experiments.latent.autoencoder import train_autoencoder
 from replicate.experiments.latent.judges import train_classifier
 from replicate.experiments.latent.models import (

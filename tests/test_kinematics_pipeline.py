@@ -20,24 +20,27 @@ from safetensors.torch import load_file
 from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
 from replicate.experiments.kinematics.evaluation import (
-    evaluate_kinematics_model,
-    evaluate_reference_floor,
     load_reference,
-    make_reference,
-    metrics_table,
     posterior_scores,
     read_samples,
     write_samples,
 )
-from replicate.experiments.kinematics.figures import plot_eps, plot_posteriors
 from replicate.experiments.kinematics.metrics import posterior_mmd
 from replicate.experiments.kinematics.npe import npe_pairs
 from replicate.experiments.kinematics.problem import forward, rejection_sample, sample_prior
 from replicate.experiments.kinematics.settings import model_kind, model_names, training_settings
+from replicate.experiments.kinematics.stages import (
+    evaluate_kinematics_model,
+    evaluate_reference_floor,
+    make_reference,
+    metrics_table,
+    plot_eps,
+    plot_posteriors,
+    train_kinematics_model,
+)
 from replicate.experiments.kinematics.training import (
     load_kinematics_model,
     simulated_batch,
-    train_kinematics_model,
     training_setup,
 )
 from replicate.training import TrainingFiles

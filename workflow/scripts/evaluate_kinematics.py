@@ -1,7 +1,7 @@
 """Sample one trained E4 model for every test observation and score it (rule
 evaluate_kinematics)."""
 
-from replicate.experiments.kinematics.evaluation import evaluate_kinematics_model
+from replicate.experiments.kinematics.stages import evaluate_kinematics_model
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

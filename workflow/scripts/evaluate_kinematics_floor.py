@@ -1,7 +1,7 @@
 """Score held-out rejection draws as a model's samples: each metric's floor (rule
 evaluate_kinematics_floor)."""
 
-from replicate.experiments.kinematics.evaluation import evaluate_reference_floor
+from replicate.experiments.kinematics.stages import evaluate_reference_floor
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

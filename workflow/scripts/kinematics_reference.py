@@ -1,6 +1,6 @@
 """E4 test observations and their rejection-sampling reference (rule kinematics_reference)."""
 
-from replicate.experiments.kinematics.evaluation import make_reference
+from replicate.experiments.kinematics.stages import make_reference
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

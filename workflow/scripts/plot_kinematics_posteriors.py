@@ -1,7 +1,7 @@
 """E4 figure: arms and end points from every model's posterior beside the reference (rule
 plot_kinematics_posteriors)."""
 
-from replicate.experiments.kinematics.figures import plot_posteriors
+from replicate.experiments.kinematics.stages import plot_posteriors
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

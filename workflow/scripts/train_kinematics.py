@@ -1,6 +1,6 @@
 """Train one E4 model on fresh simulator draws (rule train_kinematics)."""
 
-from replicate.experiments.kinematics.training import train_kinematics_model
+from replicate.experiments.kinematics.stages import train_kinematics_model
 from replicate.runtime import run_stage
 from replicate.training import TrainingFiles
 

@@ -6,9 +6,9 @@ problem with a continuous observation and a ground-truth posterior by rejection 
 - :mod:`~.metrics`: posterior distances between sample sets (kernel MMD, classifier two-sample
   test), re-simulation error and calibration;
 - :mod:`~.settings`: the models (ours per ``eps``, the INN, the cINN) and what each trains under;
-- :mod:`~.training`: every model trained on fresh simulator draws, and loaded back;
-- :mod:`~.evaluation`: the reference files, each model's samples and scores, the metrics table;
-- :mod:`~.figures`: the posterior figure (arms and end points) and ours against ``eps``.
-
-The rules are in ``workflow/rules/kinematics.smk``.
+- :mod:`~.training`: every model's training step on fresh simulator draws, and loading it back;
+- :mod:`~.evaluation`: the reference files, sample files and their scores;
+- :mod:`~.npe`: sbi's NPE, the field's standard amortised baseline, on the pairs ours sees;
+- :mod:`~.figures`: the posterior figure (arms and end points) and ours against ``eps``;
+- :mod:`~.stages`: the functions the rules (``workflow/rules/kinematics.smk``) call, one per rule.
 """

@@ -18,8 +18,7 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -31,17 +30,15 @@ from torch import Tensor
 
 from replicate.experiments.kinematics.evaluation import (
     REFERENCE_MODEL,
-    load_reference,
-    read_samples,
 )
 from replicate.experiments.kinematics.problem import (
     forward,
     joint_positions,
 )
 from replicate.experiments.kinematics.settings import model_kind, ours_variant
-from replicate.plots import save_figure, use_style
+from replicate.plots import use_style
 
-__all__ = ["figure_eps", "figure_posteriors", "plot_eps", "plot_posteriors"]
+__all__ = ["figure_eps", "figure_posteriors"]
 
 # The segments' colours, base to hand (blues of tab20c, as Kruse et al.'s figures).
 _SEGMENT_COLORS = ("#3182bd", "#6baed6", "#9ecae1")
@@ -125,33 +122,6 @@ def figure_posteriors(
     return fig
 
 
-def plot_posteriors(
-    models: Sequence[str],
-    sample_paths: Sequence[str | os.PathLike],
-    reference_path: str | os.PathLike,
-    observation_indices: Sequence[int],
-    png_path: str | os.PathLike,
-) -> None:
-    """Rule plot_kinematics_posteriors: :func:`figure_posteriors` for the chosen observations,
-    the reference first, then ``models`` (one seed's samples each, in ``sample_paths``)."""
-    reference = load_reference(reference_path)
-    n = len(reference.observations)
-    bad = [i for i in observation_indices if not 0 <= i < n]
-    if bad:
-        raise ValueError(
-            f"kinematics.figure_observations {bad} are not indices of the {n} test observations"
-        )
-    index = list(observation_indices)
-    samples = {REFERENCE_MODEL: reference.draws[index]}
-    for name, path in zip(models, sample_paths, strict=True):
-        observations, model_samples = read_samples(path)
-        if not torch.equal(observations, reference.observations):
-            raise ValueError(f"{path} holds samples for other observations than the reference")
-        samples[name] = model_samples[index]
-    fig = figure_posteriors(reference.observations[index], samples, reference.tolerance)
-    save_figure(fig, png_path)
-
-
 def figure_eps(table: pd.DataFrame) -> Figure:
     """Ours' MMD and re-simulation error against ``eps`` (mean +- std over seeds; a learned eps
     at its floor, an annealed one at its target, as markers), with the other models and the
@@ -224,8 +194,3 @@ def figure_eps(table: pd.DataFrame) -> Figure:
         ax.set_ylabel(label)
     axes[1].legend(fontsize=8)
     return fig
-
-
-def plot_eps(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
-    """Rule plot_kinematics_eps: :func:`figure_eps` from the metrics table."""
-    save_figure(figure_eps(pd.read_csv(csv_path)), png_path)

@@ -14,7 +14,6 @@ the weights). Iteration ``i`` draws its batch from the prior with a generator se
 resumed run sees the pairs an uninterrupted one would.
 
 Example:
-    >>> import tempfile, pathlib
     >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "init_scale": None,
     ...        "permutations": "per_block"}
     >>> adam = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
@@ -22,14 +21,9 @@ Example:
     >>> settings = {"training": {"iterations": 3, "batch_size": 32, "standardization_draws": 256,
     ...                          "checkpoint_every": 2},
     ...             "network": net, "ours": {"eps": 0.03, "optimizer": adam}}
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> files = TrainingFiles(d / "m.safetensors", d / "m.json")
-    >>> status = train_kinematics_model("ours_eps0.03", settings, 0, files, progress_every=0)
-    >>> status["diverged"], status["iterations_done"]
-    (False, 3)
-    >>> model = load_kinematics_model("ours_eps0.03", d / "m.safetensors", settings)
-    >>> model.sample(torch.zeros(2, 2), n=5).shape
-    torch.Size([2, 5, 4])
+    >>> setup = training_setup("ours_eps0.03", settings, 0, torch.device("cpu"))
+    >>> sorted(setup.step.inputs(0))
+    ['condition', 'x']
 """
 
 from __future__ import annotations
@@ -45,22 +39,22 @@ import torch
 from torch import Tensor, nn
 
 from replicate.checkpoints import load_checkpoint
-from replicate.experiments.kinematics.npe import load_npe, train_npe_model
+from replicate.experiments.kinematics.npe import load_npe
 from replicate.experiments.kinematics.problem import simulated_batch
 from replicate.experiments.kinematics.settings import model_kind
 from replicate.models.base import ConditionalModel
 from replicate.models.build import build_model, inn_settings
 from replicate.runtime import resolve_device, seed_everything
-from replicate.training import TrainingFiles, fit_to_files, make_optimizer
+from replicate.training import make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
+    "checkpoint_metadata",
     "DATA_DIM",
     "OBSERVATION_DIM",
     "kinematics_model",
     "load_kinematics_model",
     "simulated_batch",
-    "train_kinematics_model",
     "training_setup",
 ]
 
@@ -100,7 +94,7 @@ def kinematics_model(name: str, settings: Mapping[str, Any], seed: int) -> Condi
         return build_model(kind, DATA_DIM, OBSERVATION_DIM, settings["network"], seed, **own)
 
 
-def _metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def checkpoint_metadata(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
     return {"experiment": "kinematics", "model": name, **settings}
 
@@ -146,72 +140,20 @@ def training_setup(
     return TrainingSetup(model, optimizer, step, opt_cfg.get("grad_clip"))
 
 
-def train_kinematics_model(
-    name: str,
-    settings: Mapping[str, Any],
-    seed: int,
-    files: TrainingFiles,
-    *,
-    device: str | torch.device = "cpu",
-    progress_every: int = 100,
-) -> dict[str, Any]:
-    """Train model ``name`` under ``settings`` (:func:`~.settings.training_settings`) with
-    ``seed``; write ``files``: the checkpoint, the status JSON (returned) and the loss history.
-
-    Same seed, same weights on the CPU, also across a kill and resume from ``files.resume``
-    (saved every ``training.checkpoint_every`` iterations). A diverged run is reported in the
-    status (``diverged: true``), its last finite weights saved (see
-    :func:`replicate.training.fit_to_files`).
-    """
-    if model_kind(name) == "npe":  # sbi's own training loop
-        return train_npe_model(name, settings, seed, files, device=device)
-    dev = resolve_device(device)
-    training = settings["training"]
-    setup = training_setup(name, settings, seed, dev)
-    model, batch_size = setup.model, training["batch_size"]
-
-    log.info(
-        "training %s, seed %d, device %s, %d iterations at batch %d of fresh simulator draws, "
-        "%d parameters (%s: %s)",
-        name,
-        seed,
-        dev,
-        training["iterations"],
-        batch_size,
-        sum(p.numel() for p in model.parameters()),
-        type(model).__name__,
-        model.extra_repr() or f"x (4) <-> z, {settings['network']['n_blocks']} blocks",
-    )
-    model.train()
-    return fit_to_files(
-        setup.step,
-        model,
-        setup.optimizer,
-        training["iterations"],
-        files,
-        metadata=_metadata(name, settings),
-        describe={"model": name, "seed": seed, "device": str(dev)},
-        segment=training["checkpoint_every"],
-        seed=seed,
-        grad_clip=setup.grad_clip,
-        progress_every=progress_every,
-    )
-
-
 def load_kinematics_model(
     name: str,
     checkpoint_path: str | os.PathLike,
     settings: Mapping[str, Any],
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Load a checkpoint written by :func:`train_kinematics_model`, in eval mode.
+    """Load a checkpoint written by :func:`~.stages.train_kinematics_model`, in eval mode.
 
     Raises :class:`replicate.checkpoints.CheckpointMismatch` if it was trained under other settings.
     """
     if model_kind(name) == "npe":
         return load_npe(checkpoint_path, settings, device)
     dev = resolve_device(device)
-    tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, settings), dev)
+    tensors = load_checkpoint(Path(checkpoint_path), checkpoint_metadata(name, settings), dev)
     module = kinematics_model(name, settings, seed=0).to(dev)
     # The permutations and standardisations are buffers: the stored ones replace seed 0's.
     module.load_state_dict(tensors)
