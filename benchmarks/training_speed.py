@@ -11,7 +11,7 @@ other setting (INN weights, optimizers, variants) comes from the config file.
     python benchmarks/training_speed.py --networks reference  # one of gmm.networks only
 
 The pipeline's rule ``benchmark_gmm_speed`` runs the same library function
-(:func:`replicate.experiments.gmm.benchmark.benchmark_training_speed`) with the configured sizes.
+(:func:`replicate.experiments.gmm.stages.benchmark_training_speed`) with the configured sizes.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from replicate.experiments.gmm.benchmark import benchmark_training_speed
 from replicate.experiments.gmm.settings import model_names
-from replicate.runtime import setup_logging
+from replicate.experiments.gmm.stages import benchmark_training_speed
+from replicate.runtime import setup_logging, use_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, settings in gmm["networks"].items()
         if args.networks is None or name in args.networks
     }
+    use_threads(args.threads)
     benchmark_training_speed(
         gmm,
         args.models or model_names(gmm),
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
         rounds=args.rounds,
         matmul_size=args.matmul_size,
-        threads=args.threads,
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from replicate.experiments.gmm import evaluation as gmm_eval
-from replicate.experiments.gmm import figures as gmm_figures
+from replicate.experiments.gmm import stages as gmm_stages
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.metrics import in_mode_fraction, wasserstein2
 
@@ -21,7 +21,7 @@ from replicate.metrics import in_mode_fraction, wasserstein2
 def test_evaluate_exact_numbers_are_recomputable_from_its_files(tmp_path: Path) -> None:
     cfg = {"n_test": 300, "n_posterior_samples": 200}
     paths = [tmp_path / n for n in ("e.json", "s.csv", "p.csv")]
-    result = gmm_eval.evaluate_exact("some", cfg, 1, *paths)
+    result = gmm_stages.evaluate_exact("some", cfg, 1, *paths)
     gm = GaussianMixture("some")
     samples, preds = pd.read_csv(paths[1]), pd.read_csv(paths[2])
     assert list(samples.columns) == ["x1", "x2", "label"]
@@ -62,7 +62,7 @@ def test_diverged_run_gives_nan_metrics_empty_samples_and_a_diverged_figure(
     )
     out = [tmp_path / n for n in ("e.json", "s.csv", "p.csv")]
     cfg = {"n_test": 50, "n_posterior_samples": 10}
-    result = gmm_eval.evaluate_gmm_run(
+    result = gmm_stages.evaluate_gmm_run(
         "inn_full", tmp_path / "missing.safetensors", status, cfg, "all", 0, "cpu", *out
     )
     assert result["diverged"] and math.isnan(result["accuracy"]) and math.isnan(result["w2"])
@@ -74,13 +74,13 @@ def test_diverged_run_gives_nan_metrics_empty_samples_and_a_diverged_figure(
         "label",
     ]
     png = tmp_path / "fig.png"
-    gmm_figures.plot_fig5_1(out[2], out[1], out[0], png)
+    gmm_stages.plot_fig5_1(out[2], out[1], out[0], png)
     assert png.exists() and png.with_suffix(".pdf").exists()
     # The table counts it as diverged and keeps it out of the means.
     exact = [tmp_path / f"x{s}.json" for s in (0, 1)]
     for s, p in enumerate(exact):
-        gmm_eval.evaluate_exact("all", cfg, s, p, tmp_path / "xs.csv", tmp_path / "xp.csv")
-    table = gmm_eval.gmm_metrics_table([*exact, out[0]], tmp_path / "t.csv", tmp_path / "t.md")
+        gmm_stages.evaluate_exact("all", cfg, s, p, tmp_path / "xs.csv", tmp_path / "xp.csv")
+    table = gmm_stages.gmm_metrics_table([*exact, out[0]], tmp_path / "t.csv", tmp_path / "t.md")
     row = table.set_index("model").loc["inn_full"]
     assert row["n_seeds"] == 1 and row["n_diverged"] == 1 and math.isnan(row["accuracy_mean"])
     exact_row = table.set_index("model").loc["exact"]
@@ -107,14 +107,14 @@ TINY = {
 def test_evaluate_trained_run_matches_an_independent_recomputation(
     tmp_path: Path, model: str
 ) -> None:
-    from replicate.experiments.gmm.training import load_gmm_model, train_gmm_model
+    from replicate.experiments.gmm.training import load_gmm_model
     from replicate.training import TrainingFiles
 
     torch.set_num_threads(1)
     ckpt, status = tmp_path / "m.safetensors", tmp_path / "m.json"
-    train_gmm_model(model, TINY, "all", 0, TrainingFiles(ckpt, status), progress_every=0)
+    gmm_stages.train_gmm_model(model, TINY, "all", 0, TrainingFiles(ckpt, status), progress_every=0)
     out = [tmp_path / n for n in ("e.json", "s.csv", "p.csv")]
-    result = gmm_eval.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *out)
+    result = gmm_stages.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *out)
     assert not result["diverged"] and result["has_log_prob"]
     # Recompute accuracy and NLL with the model itself on the same held-out points.
     x, y = gmm_eval.held_out_set("all", TINY["n_test"], 0)
@@ -127,6 +127,6 @@ def test_evaluate_trained_run_matches_an_independent_recomputation(
     assert result["nll"] > result["true_nll"] - 0.5  # cannot beat the truth by much on 100 points
     # Model sampling is seeded: a second evaluation writes identical samples.
     again = [tmp_path / n for n in ("e2.json", "s2.csv", "p2.csv")]
-    gmm_eval.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *again)
+    gmm_stages.evaluate_gmm_run(model, ckpt, status, TINY, "all", 0, "cpu", *again)
     pd.testing.assert_frame_equal(pd.read_csv(out[1]), pd.read_csv(again[1]))
     assert pd.read_csv(out[1]).groupby("label").size().tolist() == [64] * 8

@@ -19,7 +19,8 @@ from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import MODEL_NAMES, model_names, training_settings
-from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
+from replicate.experiments.gmm.stages import train_gmm_model
+from replicate.experiments.gmm.training import gmm_model, load_gmm_model
 from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)

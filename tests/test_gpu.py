@@ -19,7 +19,8 @@ import torch
 from helpers import small_gmm_settings, small_kinematics_config
 
 from replicate.experiments.gmm.problem import GaussianMixture
-from replicate.experiments.gmm.training import gmm_model, load_gmm_model, train_gmm_model
+from replicate.experiments.gmm.stages import train_gmm_model
+from replicate.experiments.gmm.training import gmm_model, load_gmm_model
 from replicate.experiments.kinematics.settings import training_settings as training_settings_e4
 from replicate.experiments.kinematics.stages import train_kinematics_model
 from replicate.experiments.latent.autoencoder import train_autoencoder

@@ -12,7 +12,7 @@ import torch
 from helpers import small_gmm_settings
 from safetensors.torch import load_file
 
-from replicate.experiments.gmm.training import train_gmm_model
+from replicate.experiments.gmm.stages import train_gmm_model
 from replicate.runtime import TrainingDiverged
 from replicate.training import TrainingFiles, fit, make_optimizer
 from replicate.training_steps import EXECUTION_ENV, StepRunner, TrainingStep, execution_mode

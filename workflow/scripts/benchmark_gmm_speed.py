@@ -1,6 +1,6 @@
 """Training speed: ours vs the INN variants vs the cINN, one process (rule benchmark_gmm_speed)."""
 
-from replicate.experiments.gmm.benchmark import benchmark_training_speed
+from replicate.experiments.gmm.stages import benchmark_training_speed
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

@@ -1,6 +1,6 @@
 """Score one trained Gaussian-mixture run against the exact posterior (rule evaluate_gmm)."""
 
-from replicate.experiments.gmm.evaluation import evaluate_gmm_run
+from replicate.experiments.gmm.stages import evaluate_gmm_run
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

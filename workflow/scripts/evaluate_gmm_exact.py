@@ -1,6 +1,6 @@
 """Score the true posterior like a model: the reference row (rule evaluate_gmm_exact)."""
 
-from replicate.experiments.gmm.evaluation import evaluate_exact
+from replicate.experiments.gmm.stages import evaluate_exact
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

@@ -1,6 +1,6 @@
 """Mean +- std over seeds of every GMM metric per model x network x label map (rule gmm_metrics)."""
 
-from replicate.experiments.gmm.evaluation import gmm_metrics_table
+from replicate.experiments.gmm.stages import gmm_metrics_table
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

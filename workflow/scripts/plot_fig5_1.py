@@ -1,6 +1,6 @@
 """Paper Figure 5.1 for one label map (rule plot_fig5_1)."""
 
-from replicate.experiments.gmm.figures import plot_fig5_1
+from replicate.experiments.gmm.stages import plot_fig5_1
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

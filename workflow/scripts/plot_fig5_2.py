@@ -1,6 +1,6 @@
 """Paper Figure 5.2: INN variants beside ours (rule plot_fig5_2)."""
 
-from replicate.experiments.gmm.figures import plot_fig5_2
+from replicate.experiments.gmm.stages import plot_fig5_2
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

@@ -1,6 +1,6 @@
 """Training curves of every GMM model on one network and label map (rule plot_training_gmm)."""
 
-from replicate.experiments.gmm.figures import plot_training_curves
+from replicate.experiments.gmm.stages import plot_training_curves
 from replicate.runtime import run_stage
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's `script:` directive

@@ -1,6 +1,6 @@
 """Train one Gaussian-mixture model (rule train_gmm); all the work is in the library."""
 
-from replicate.experiments.gmm.training import train_gmm_model
+from replicate.experiments.gmm.stages import train_gmm_model
 from replicate.runtime import run_stage
 from replicate.training import TrainingFiles
 

@@ -1,9 +1,10 @@
 """Training speed of the Gaussian-mixture models, measured in one process (SPEC "Beyond the paper").
 
 The paper claims the INN's two-direction losses make its training significantly slower than the
-method's single likelihood. :func:`benchmark_training_speed` times one full training iteration
-(loss, backward, Adam step) of every model at the same network and batch size, interleaving the
-models over several rounds so that drift in the machine's load hits all of them alike, and reports
+method's single likelihood. :func:`measure_training_speed` (the rule's stage:
+:func:`~.stages.benchmark_training_speed`) times one full training iteration (loss, backward, Adam
+step) of every model at the same network and batch size, interleaving the models over several
+rounds so that drift in the machine's load hits all of them alike, and reports
 the median milliseconds per iteration and the ratio to ours.
 
 It also counts the floating-point operations of each training step (PyTorch's
@@ -25,8 +26,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import statistics
 import time
 from collections import deque
@@ -40,12 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.settings import model_section
 from replicate.experiments.gmm.training import gmm_model
-from replicate.files import atomic_path
-from replicate.runtime import resolve_device, use_threads
+from replicate.runtime import resolve_device
 from replicate.training import make_optimizer
 from replicate.training_steps import StepRunner, TrainingStep
 
-__all__ = ["matmul_gflops", "measure_training_speed", "benchmark_training_speed", "training_step"]
+__all__ = ["matmul_gflops", "measure_training_speed", "training_step"]
 
 log = logging.getLogger("replicate")
 
@@ -90,7 +88,7 @@ def training_step(
     """One full training iteration of model ``name`` (loss, backward, Adam step) as a closure.
 
     Uses the same model, optimizer settings and loss as
-    :func:`replicate.experiments.gmm.training.train_gmm_model`, on one fixed batch of
+    :func:`replicate.experiments.gmm.stages.train_gmm_model`, on one fixed batch of
     ``batch_size`` mixture points (data loading is not what is being compared). The closure's
     argument is the iteration index (the INN's ramp reads it).
 
@@ -198,87 +196,4 @@ def measure_training_speed(
         matmul_size=matmul_size,
         torch=torch.__version__,
     )
-    return table
-
-
-def benchmark_training_speed(
-    gmm_config: Mapping[str, Any],
-    models: Sequence[str],
-    device: str,
-    csv_path: str | os.PathLike | None,
-    md_path: str | os.PathLike | None = None,
-    iterations: int = 20,
-    warmup: int = 3,
-    rounds: int = 3,
-    matmul_size: int = 2048,
-    threads: int | None = None,
-) -> pd.DataFrame:
-    """Run :func:`measure_training_speed` on each of ``gmm_config["networks"]``; log and write.
-
-    One table, a ``network`` column first; ``ratio_to_ours`` compares models on the same network.
-
-    Example:
-        >>> net = {"n_blocks": 1, "hidden": 4, "subnet_layers": 2, "clamp": 2.0}
-        >>> cfg = {"batch_size": 8, "networks": {"a": net, "b": net | {"hidden": 8}},
-        ...        "ours": {"latent_dim": 2, "eps": 0.1, "sigma": 0.05, "optimizer": {"lr": 1e-3}},
-        ...        "cinn": {"optimizer": {"lr": 1e-3}}}
-        >>> t = benchmark_training_speed(cfg, ["ours", "cinn"], "cpu", None, iterations=1,
-        ...                              warmup=0, rounds=1, matmul_size=32)
-        >>> t[["network", "model", "hidden"]].values.tolist()
-        [['a', 'ours', 4], ['a', 'cinn', 4], ['b', 'ours', 8], ['b', 'cinn', 8]]
-    """
-    use_threads(threads)
-    tables = []
-    for network, settings in gmm_config["networks"].items():
-        log.info(
-            "benchmark on %s (%s, %d threads), %s network: batch %d, %d blocks, %d hidden, "
-            "%d iterations x %d rounds",
-            device,
-            platform.processor() or platform.machine(),
-            torch.get_num_threads(),
-            network,
-            gmm_config["batch_size"],
-            settings["n_blocks"],
-            settings["hidden"],
-            iterations,
-            rounds,
-        )
-        config = {**gmm_config, "network": settings}
-        table = measure_training_speed(
-            config, models, device, iterations, warmup, rounds, matmul_size
-        )
-        table.insert(0, "network", network)
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-    shown = [
-        "network",
-        "model",
-        "ms_per_iteration",
-        "ratio_to_ours",
-        "gflop_per_iteration",
-        "achieved_gflops",
-        "fraction_of_matmul",
-    ]
-    log.info(
-        "training speed (plain float32 matmul: %.1f GFLOP/s)\n%s",
-        float(table["matmul_gflops"].iloc[0]),
-        table[shown].to_markdown(index=False, floatfmt=".3f"),
-    )
-    if csv_path is not None:
-        with atomic_path(csv_path) as tmp:
-            table.to_csv(tmp, index=False)
-    if md_path is not None:
-        with atomic_path(md_path) as tmp:
-            # The CSV has every column; the Markdown keeps what a reader compares.
-            columns = [
-                *shown,
-                "matmul_gflops",
-                "device",
-                "threads",
-                "batch_size",
-                "n_blocks",
-                "hidden",
-                "subnet_layers",
-            ]
-            tmp.write_text(table[columns].to_markdown(index=False, floatfmt=".4g") + "\n")
     return table

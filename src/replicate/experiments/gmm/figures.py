@@ -13,24 +13,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from replicate import metrics
-from replicate.experiments.gmm.evaluation import EXACT, _read_eval
-from replicate.experiments.gmm.problem import GaussianMixture
+from replicate.experiments.gmm.evaluation import EXACT
 from replicate.plots import (
     CurvePanel,
-    Panel,
-    figure_gmm,
-    figure_panels,
     figure_training_curves,
-    save_figure,
-    use_style,
 )
 
 __all__ = [
     "model_title",
-    "plot_fig5_1",
-    "plot_fig5_2",
-    "plot_training_curves",
     "training_curves_figure",
 ]
 
@@ -58,128 +48,6 @@ def model_title(model: str, gmm_config: Mapping[str, Any] | None = None) -> str:
             name += f"\n{losses}, ramp {spec['ramp_epochs']} ep."
         return name
     return {"cinn": "cINN", EXACT: "exact p(x | y)"}.get(model, model)
-
-
-def _network_name(result: Mapping[str, Any]) -> str:
-    """``"<network> network, "`` for a model's result; empty for the exact posterior."""
-    network = result.get("network", "-")
-    return "" if network in ("-", "") or not isinstance(network, str) else f"{network} network, "
-
-
-def _score_line(result: Mapping[str, Any]) -> str:
-    return f"in mode {result['in_mode_fraction']:.3f}, W2 {result['w2']:.3f}"
-
-
-def plot_fig5_1(
-    predictions_csv: str | os.PathLike,
-    samples_csv: str | os.PathLike,
-    eval_json: str | os.PathLike,
-    png_path: str | os.PathLike,
-) -> None:
-    """Paper Figure 5.1 for one run (PNG + PDF): forward-pass labels and posterior samples."""
-    use_style()
-    result = _read_eval(eval_json)
-    gm = GaussianMixture(result["label_map"])
-    title = (
-        f"{model_title(result['model'])}, {_network_name(result)}label map "
-        f"'{result['label_map']}', seed {result['seed']}"
-    )
-    kw = {"circles": gm.means.numpy(), "radius": metrics.DEFAULT_MODE_RADIUS * gm.std}
-    if result["diverged"]:
-        fig = figure_gmm(
-            None,
-            None,
-            None,
-            None,
-            gm.n_labels,
-            title=title,
-            diverged_message=str(result["message"]),
-            **kw,
-        )
-    else:
-        pred, samples = pd.read_csv(predictions_csv), pd.read_csv(samples_csv)
-        title += (
-            f"\naccuracy {result['accuracy']:.3f} (Bayes {result['bayes_accuracy']:.3f}); "
-            + _score_line(result)
-        )
-        fig = figure_gmm(
-            pred[["x1", "x2"]].to_numpy(),
-            pred["predicted"].to_numpy(),
-            samples[["x1", "x2"]].to_numpy(),
-            samples["label"].to_numpy(),
-            gm.n_labels,
-            title=title,
-            **kw,
-        )
-    save_figure(fig, png_path)
-
-
-def plot_fig5_2(
-    models: Sequence[str],
-    samples_csvs: Sequence[str | os.PathLike],
-    eval_jsons: Sequence[str | os.PathLike],
-    png_path: str | os.PathLike,
-    gmm_config: Mapping[str, Any] | None = None,
-) -> None:
-    """Paper Figure 5.2 (PNG + PDF): posterior samples of each model in ``models``, side by side.
-
-    A diverged run's panel says so. Each panel's title carries its in-mode fraction and W2.
-    """
-    use_style()
-    panels, label_map, n_inn, network = [], None, 0, ""
-    for model, samples_csv, eval_json in zip(models, samples_csvs, eval_jsons, strict=True):
-        result = _read_eval(eval_json)
-        label_map = label_map or result["label_map"]
-        network = network or _network_name(result)
-        title = model_title(model, gmm_config)
-        if model.startswith("inn_"):  # the paper's panel letters (a), (b), (c)
-            title = f"({'abcdefghij'[n_inn]}) {title}"
-            n_inn += 1
-        if result["diverged"]:
-            panels.append(Panel(title, None, None, diverged_message=str(result["message"])))
-            continue
-        samples = pd.read_csv(samples_csv)
-        panels.append(
-            Panel(
-                f"{title}\n{_score_line(result)}",
-                samples[["x1", "x2"]].to_numpy(),
-                samples["label"].to_numpy(),
-            )
-        )
-    gm = GaussianMixture(label_map or "all")
-    fig = figure_panels(
-        panels,
-        gm.n_labels,
-        title=f"samples of p(x | y), {network}label map '{gm.label_map}'",
-        circles=gm.means.numpy(),
-        radius=metrics.DEFAULT_MODE_RADIUS * gm.std,
-    )
-    save_figure(fig, png_path)
-
-
-def plot_training_curves(
-    history_csvs: Sequence[str | os.PathLike],
-    status_jsons: Sequence[str | os.PathLike],
-    png_path: str | os.PathLike,
-    network: str,
-    label_map: str,
-    gmm_config: Mapping[str, Any] | None = None,
-) -> None:
-    """Write :func:`training_curves_figure` as PNG + PDF (rule ``plot_training_gmm``).
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> pd.DataFrame({"iteration": range(20), "loss": np.linspace(3, 1, 20)}).to_csv(
-        ...     d / "h.csv", index=False)
-        >>> _ = (d / "s.json").write_text(json.dumps({"model": "ours", "diverged": False}))
-        >>> plot_training_curves([d / "h.csv"], [d / "s.json"], d / "t.png", "reference", "all")
-        >>> sorted(p.name for p in d.glob("t.*"))
-        ['t.pdf', 't.png']
-    """
-    use_style()
-    fig = training_curves_figure(history_csvs, status_jsons, network, label_map, gmm_config)
-    save_figure(fig, png_path)
 
 
 def training_curves_figure(

@@ -86,7 +86,7 @@ def training_settings(
 
     Snakemake passes only this as the training rule's params, so changing an evaluation key (e.g.
     ``n_test``) or another network does not retrain anything. The result is itself a valid
-    ``gmm_config`` for :func:`replicate.experiments.gmm.training.train_gmm_model` and
+    ``gmm_config`` for :func:`replicate.experiments.gmm.stages.train_gmm_model` and
     :func:`replicate.experiments.gmm.training.gmm_model`, with the one network under ``network``.
 
     Example:

@@ -5,19 +5,12 @@ three INN variants of Figure 5.2 and the cINN. :func:`load_gmm_model` wraps each
 :class:`GMMModel`, one interface for the evaluation: ``predict`` (scores whose argmax over the first
 ``n_labels`` columns is the predicted label), ``sample`` and ``log_prob`` (``None`` for the INN).
 
+Training writes its files through :func:`~.stages.train_gmm_model` (the module's example there).
+
 Example:
-    >>> import tempfile, pathlib
-    >>> cfg = {"n_train": 512, "batch_size": 64, "iterations": 3,
-    ...        "network": {"n_blocks": 2, "hidden": 8, "subnet_layers": 3, "clamp": 2.0},
-    ...        "ours": {"latent_dim": 2, "eps": 0.1, "sigma": 0.05,
-    ...                 "optimizer": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8,
-    ...                               "weight_decay": 0.0, "grad_clip": None}}}
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> files = TrainingFiles(d / "m.safetensors", d / "m.json")
-    >>> status = train_gmm_model("ours", cfg, "all", 0, files, progress_every=0)
-    >>> status["diverged"], status["iterations_done"]
-    (False, 3)
-    >>> model = load_gmm_model("ours", d / "m.safetensors", cfg, "all", "cpu")
+    >>> cfg = {"network": {"n_blocks": 2, "hidden": 8, "subnet_layers": 3, "clamp": 2.0},
+    ...        "ours": {"latent_dim": 2, "eps": 0.1, "sigma": 0.05}}
+    >>> model = GMMModel("ours", gmm_model("ours", cfg, "all", seed=0), "all")
     >>> model.predict(torch.zeros(5, 2)).shape, model.sample(torch.eye(8)[0], 4).shape
     (torch.Size([5, 8]), torch.Size([4, 2]))
 """
@@ -39,14 +32,15 @@ from replicate.experiments.gmm.settings import INN_PREFIX, model_section, traini
 from replicate.models.base import ConditionalModel, as_input
 from replicate.models.build import build_model, inn_settings
 from replicate.runtime import resolve_device, seed_everything
-from replicate.training import TrainingFiles, fit_to_files, make_optimizer
+from replicate.training import make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
+    "RESUME_EVERY",
+    "checkpoint_metadata",
     "GMMModel",
     "gmm_model",
     "load_gmm_model",
-    "train_gmm_model",
     "training_setup",
 ]
 
@@ -95,7 +89,7 @@ def gmm_model(
     return build_model(section, gm.data_dim, gm.condition_dim, net, seed, **settings)
 
 
-def _metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[str, Any]:
+def checkpoint_metadata(name: str, gmm_config: Mapping[str, Any], label_map: str) -> dict[str, Any]:
     """What a checkpoint must have been trained under to be loaded (the seed is in its name)."""
     return {"model": name, "label_map": label_map, **training_settings(gmm_config, name)}
 
@@ -133,61 +127,6 @@ def training_setup(
 
     return TrainingSetup(
         model, optimizer, TrainingStep(inputs, loss_terms), opt_cfg.get("grad_clip")
-    )
-
-
-def train_gmm_model(
-    name: str,
-    gmm_config: Mapping[str, Any],
-    label_map: str,
-    seed: int,
-    files: TrainingFiles,
-    *,
-    device: str | torch.device = "cpu",
-    progress_every: int = 25,
-) -> dict[str, Any]:
-    """Train model ``name`` on the mixture with label map ``label_map``; write ``files``.
-
-    A fixed training set of ``n_train`` points is drawn from ``seed``; iteration ``i`` draws its
-    batch of ``batch_size`` rows from a generator seeded by ``(seed, i)``, and the model's own noise
-    comes from the global generator reseeded from ``(seed, segment)`` every
-    :data:`RESUME_EVERY` iterations, so the same seed gives the same weights on the CPU, whether
-    or not the run was killed and resumed from ``files.resume`` (saved every segment). A
-    divergence (NaN/inf loss) does not raise: the status says ``diverged: true`` with
-    the iteration and the loss terms, and the last finite weights are still saved, so that the
-    workflow goes on and the evaluation reports the run as diverged.
-
-    Writes the checkpoint (safetensors), the status JSON (returned as a dict) and, if
-    ``files.history`` is given, the per-iteration loss terms as CSV.
-    """
-    dev = resolve_device(device)
-    metadata = _metadata(name, gmm_config, label_map)
-    setup = training_setup(name, gmm_config, label_map, seed, dev)
-    model, batch_size = setup.model, gmm_config["batch_size"]
-    log.info(
-        "training %s on label map '%s', seed %d, device %s, %d iterations at batch %d, "
-        "%d parameters",
-        name,
-        label_map,
-        seed,
-        dev,
-        gmm_config["iterations"],
-        batch_size,
-        sum(p.numel() for p in model.parameters()),
-    )
-    model.train()
-    return fit_to_files(
-        setup.step,
-        model,
-        setup.optimizer,
-        gmm_config["iterations"],
-        files,
-        metadata=metadata,
-        describe={"model": name, "label_map": label_map, "seed": seed, "device": str(dev)},
-        segment=RESUME_EVERY,
-        seed=seed,
-        grad_clip=setup.grad_clip,
-        progress_every=progress_every,
     )
 
 
@@ -257,13 +196,15 @@ def load_gmm_model(
     label_map: str,
     device: str | torch.device = "cpu",
 ) -> GMMModel:
-    """Load a checkpoint written by :func:`train_gmm_model` as a :class:`GMMModel`.
+    """Load a checkpoint written by :func:`~.stages.train_gmm_model` as a :class:`GMMModel`.
 
     Raises :class:`replicate.checkpoints.CheckpointMismatch` if it was trained under other settings.
     See the module's example for a round trip.
     """
     dev = resolve_device(device)
-    tensors = load_checkpoint(Path(checkpoint_path), _metadata(name, gmm_config, label_map), dev)
+    tensors = load_checkpoint(
+        Path(checkpoint_path), checkpoint_metadata(name, gmm_config, label_map), dev
+    )
     module = gmm_model(name, gmm_config, label_map, seed=0).to(dev)
     # The permutations are buffers, so the stored ones (drawn from the run's seed) replace seed 0.
     module.load_state_dict(tensors)
