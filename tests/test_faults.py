@@ -78,7 +78,7 @@ def test_sigkilled_autoencoder_resumes_and_equals_an_uninterrupted_run(
     snakemake(killed, "--unlock", AE_MODEL, *config_args, configfile=None, cores=None)
     snakemake(killed, AE_MODEL, *config_args, configfile=None)
     log = (killed / AE_LOG).read_text()
-    assert "resuming after epoch" in log, log[-3000:]
+    assert "resuming after auto-encoder epoch" in log, log[-3000:]
     metrics = json.loads((killed / "results/latent/mnist/autoencoder_metrics.json").read_text())
     assert 1 <= metrics["resumed_after_epoch"] < 6
     assert not (killed / AE_RESUME).exists()

@@ -43,7 +43,7 @@ from replicate.checkpoints import (
 from replicate.files import atomic_path, write_json
 from replicate.models.base import as_input
 from replicate.runtime import ProgressLog, TrainingDiverged, check_finite
-from replicate.training_steps import StepRunner, TrainingStep
+from replicate.training_steps import StepRunner, TrainingSetup, TrainingStep
 
 __all__ = [
     "EpochBatches",
@@ -54,6 +54,7 @@ __all__ = [
     "epoch_permutation",
     "fit",
     "fit_conditional",
+    "fit_epochs",
     "fit_to_files",
     "make_optimizer",
     "segment_seed",
@@ -341,6 +342,45 @@ def fit(
     if resume is not None:
         Path(resume.path).unlink(missing_ok=True)
     return result
+
+
+def fit_epochs(
+    setup: TrainingSetup,
+    batches: EpochBatches,
+    epochs: int,
+    *,
+    seed: int,
+    name: str,
+    checkpoint_path: str | os.PathLike | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    progress_every: int = 100,
+) -> FitResult:
+    """:func:`fit` of an epoch-based trainer: ``epochs`` passes over ``batches``, one segment per
+    epoch (its noise from ``(seed, epoch)``), progress lines named ``name``, and, with
+    ``checkpoint_path``, a resume checkpoint of the configuration ``metadata`` after every epoch
+    (resumed from, with the numbers of an uninterrupted run, when a killed job is rerun).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> batches = EpochBatches(8, 4, seed=0)
+        >>> step = TrainingStep(lambda i: {"rows": batches(i)},
+        ...                     lambda rows: {"loss": ((w - rows.float().mean()) ** 2).sum()})
+        >>> setup = TrainingSetup(w, make_optimizer([w], lr=0.1), step)
+        >>> fit_epochs(setup, batches, 3, seed=0, name="toy", progress_every=0).iterations
+        6
+    """
+    return fit(
+        setup.step,
+        setup.optimizer,
+        epochs * batches.per_epoch,
+        grad_clip=setup.grad_clip,
+        progress_every=progress_every,
+        what=f"{name} iteration",
+        segment=batches.per_epoch,
+        segment_name=f"{name} epoch",
+        seed=seed,
+        resume=Resume(checkpoint_path, setup.model, metadata or {}) if checkpoint_path else None,
+    )
 
 
 def _validate(

@@ -34,13 +34,12 @@ import torch
 from torch import Tensor, nn
 
 from replicate.checkpoints import (
-    Resume,
     load_checkpoint,
     model_tensors,
     restore_model,
     save_checkpoint,
 )
-from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training import EpochBatches, fit_epochs, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
@@ -300,15 +299,15 @@ def train_autoencoder(
         "n_train": len(images),
     }
     begin = time.perf_counter()
-    result = fit(
-        setup.step,
-        setup.optimizer,
-        epochs * batches.per_epoch,
-        progress_every=progress_every,
-        what="auto-encoder iteration",
-        segment=batches.per_epoch,
+    result = fit_epochs(
+        setup,
+        batches,
+        epochs,
         seed=seed,
-        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
+        name="auto-encoder",
+        checkpoint_path=checkpoint_path,
+        metadata=metadata,
+        progress_every=progress_every,
     )
     summary = {
         "epoch_loss": result.segment_means(batches.per_epoch),

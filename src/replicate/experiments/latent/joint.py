@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from replicate.checkpoints import Resume, load_checkpoint, save_checkpoint
+from replicate.checkpoints import load_checkpoint, save_checkpoint
 from replicate.experiments.latent.autoencoder import AutoEncoder, to_unit_images
 from replicate.experiments.latent.models import N_CLASSES, LatentFlow, _flow_kwargs
-from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training import EpochBatches, fit_epochs, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
@@ -231,16 +231,15 @@ def train_joint(
     }
     begin = time.perf_counter()
     model.train()
-    result = fit(
-        setup.step,
-        setup.optimizer,
-        epochs * batches.per_epoch,
-        progress_every=progress_every,
-        what="joint iteration",
-        segment=batches.per_epoch,
-        segment_name="joint epoch",
+    result = fit_epochs(
+        setup,
+        batches,
+        epochs,
         seed=seed,
-        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
+        name="joint",
+        checkpoint_path=checkpoint_path,
+        metadata=metadata,
+        progress_every=progress_every,
     )
     summary = {
         **{

@@ -35,7 +35,7 @@ from replicate.experiments.latent.models import (
     N_CLASSES,
 )
 from replicate.metrics import accuracy
-from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training import EpochBatches, fit, fit_epochs, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
@@ -167,15 +167,8 @@ def train_classifier(
     setup, batches = classifier_training_setup(images, labels, config, seed, device)
     model, epochs = setup.model, int(config["epochs"])
     model.train()
-    result = fit(
-        setup.step,
-        setup.optimizer,
-        epochs * batches.per_epoch,
-        progress_every=progress_every,
-        what="classifier iteration",
-        segment=batches.per_epoch,
-        segment_name="classifier epoch",
-        seed=seed,
+    result = fit_epochs(
+        setup, batches, epochs, seed=seed, name="classifier", progress_every=progress_every
     )
     summary = {
         "epoch_loss": result.segment_means(batches.per_epoch),

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from replicate.checkpoints import Resume
 from replicate.experiments.latent.models import (
     N_CLASSES,
     LatentCINN,
@@ -21,7 +20,7 @@ from replicate.experiments.latent.models import (
     _flow_metadata,
     network_kwargs,
 )
-from replicate.training import EpochBatches, fit, make_optimizer
+from replicate.training import EpochBatches, fit_epochs, make_optimizer
 from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = ["latent_training_setup", "train_latent_cinn", "train_latent_flow"]
@@ -115,16 +114,15 @@ def _fit_on_latents(
         "lr": lr,
         "n_train": batches.n,
     }
-    result = fit(
-        setup.step,
-        setup.optimizer,
-        epochs * batches.per_epoch,
-        progress_every=progress_every,
-        what=f"{name} iteration",
-        segment=batches.per_epoch,
-        segment_name=f"{name} epoch",
+    result = fit_epochs(
+        setup,
+        batches,
+        epochs,
         seed=seed,  # each epoch's noise comes from (seed, epoch)
-        resume=Resume(checkpoint_path, model, metadata) if checkpoint_path else None,
+        name=name,
+        checkpoint_path=checkpoint_path,
+        metadata=metadata,
+        progress_every=progress_every,
     )
     model.eval()
     return {
