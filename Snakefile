@@ -34,4 +34,5 @@ rule all:
         GMM_EVAL_TARGETS,
         LATENT_TARGETS,
         LATENT_EVAL_TARGETS,
+        LATENT_JOINT_TARGETS,
         KINEMATICS_TARGETS,

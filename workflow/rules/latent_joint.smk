@@ -1,8 +1,9 @@
 import re
 
 # E3, issue 29: the auto-encoder and the flow trained together (GLF's schedule) next to the
-# pretrained pipeline, to locate Table 1's Fashion-MNIST gap. Not part of `all` (each run costs
-# what pretraining the auto-encoder does): `snakemake --cores 2 latent_ablation`.
+# pretrained pipeline, to locate Table 1's Fashion-MNIST gap. Part of `all` only with
+# `latent.joint.in_all` (each run costs what pretraining the auto-encoder does); otherwise
+# `snakemake --cores 2 latent_ablation`.
 JOINT = LATENT["joint"]
 JOINT_SETTINGS = {
     k: LATENT[k] for k in ("n_train", "n_test", "autoencoder", "flow", "joint")
@@ -80,5 +81,11 @@ rule latent_ablation:
     conda:
         "../../envs/replicate.yaml"
     threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
     script:
         "../scripts/make_latent_ablation.py"
+
+
+LATENT_JOINT_TARGETS = rules.latent_ablation.output if JOINT["in_all"] else []
