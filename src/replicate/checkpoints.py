@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from replicate.files import atomic_path
 __all__ = [
     "CheckpointMismatch",
     "Resume",
+    "config_hash",
     "load_checkpoint",
     "model_tensors",
     "optimizer_tensors",
@@ -42,6 +44,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("replicate")
+
+
+def config_hash(metadata: Mapping[str, Any]) -> str:
+    """A short, stable fingerprint of a training configuration (for status files and logs).
+
+    Example:
+        >>> config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
+        True
+    """
+    text = json.dumps(metadata, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class CheckpointMismatch(ValueError):

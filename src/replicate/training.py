@@ -17,8 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -34,6 +32,7 @@ from torch import Tensor, nn
 
 from replicate.checkpoints import (
     Resume,
+    config_hash,
     restore_model,
     restore_run,
     save_checkpoint,
@@ -50,7 +49,6 @@ __all__ = [
     "FitResult",
     "TrainingFiles",
     "Validation",
-    "config_hash",
     "epoch_permutation",
     "fit",
     "fit_conditional",
@@ -491,17 +489,6 @@ def fit_conditional(
     )
 
 
-def config_hash(metadata: Mapping[str, Any]) -> str:
-    """A short, stable fingerprint of a training configuration (for status files and logs).
-
-    Example:
-        >>> config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
-        True
-    """
-    text = json.dumps(metadata, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class TrainingFiles:
     """What a pipeline's training rule writes: the trained weights (``checkpoint``, safetensors),
@@ -518,6 +505,21 @@ class TrainingFiles:
     status: str | os.PathLike
     history: str | os.PathLike | None = None
     resume: str | os.PathLike | None = None
+
+    @classmethod
+    def of_rule(cls, rule: Any) -> TrainingFiles:
+        """The files of a training rule (Snakemake's ``snakemake`` object in its script) that
+        names its outputs ``model``, ``status`` and ``history`` and its resume checkpoint
+        ``params.resume``, as ``train_gmm`` and ``train_kinematics`` do.
+
+        Example:
+            >>> from types import SimpleNamespace as NS
+            >>> rule = NS(output=NS(model="m.safetensors", status="m.json", history="m.csv"),
+            ...           params=NS(resume="m_last.safetensors"))
+            >>> TrainingFiles.of_rule(rule).resume
+            'm_last.safetensors'
+        """
+        return cls(rule.output.model, rule.output.status, rule.output.history, rule.params.resume)
 
 
 def fit_to_files(

@@ -12,11 +12,6 @@ run_stage(
     gmm_config=snakemake.params.settings,
     label_map=snakemake.wildcards.labels,
     seed=int(snakemake.wildcards.seed),
-    files=TrainingFiles(
-        checkpoint=snakemake.output.model,
-        status=snakemake.output.status,
-        history=snakemake.output.history,
-        resume=snakemake.params.resume,
-    ),
+    files=TrainingFiles.of_rule(snakemake),
     device=snakemake.params.device,
 )

@@ -11,11 +11,6 @@ run_stage(
     name=snakemake.wildcards.model,
     settings=snakemake.params.settings,
     seed=int(snakemake.wildcards.seed),
-    files=TrainingFiles(
-        checkpoint=snakemake.output.model,
-        status=snakemake.output.status,
-        history=snakemake.output.history,
-        resume=snakemake.params.resume,
-    ),
+    files=TrainingFiles.of_rule(snakemake),
     device=snakemake.params.device,
 )

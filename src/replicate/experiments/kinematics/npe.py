@@ -35,11 +35,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from replicate.checkpoints import load_checkpoint, save_checkpoint
+from replicate.checkpoints import config_hash, load_checkpoint, save_checkpoint
 from replicate.experiments.kinematics.problem import PRIOR_STD, simulated_batch
 from replicate.files import atomic_path, write_json
 from replicate.runtime import resolve_device, seed_everything
-from replicate.training import TrainingFiles, config_hash
+from replicate.training import TrainingFiles
 
 __all__ = ["NPEPosterior", "load_npe", "npe_pairs", "train_npe_model"]
 
