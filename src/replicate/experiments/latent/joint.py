@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
 
 from replicate.checkpoints import load_checkpoint, save_checkpoint
 from replicate.experiments.latent.autoencoder import AutoEncoder, to_unit_images
@@ -55,6 +56,7 @@ __all__ = [
     "JointLatentFlow",
     "joint_training_setup",
     "load_joint",
+    "recalibrate_batch_norm",
     "reconstruction_loss",
     "save_joint",
     "train_joint",
@@ -241,6 +243,7 @@ def train_joint(
         metadata=metadata,
         progress_every=progress_every,
     )
+    recalibrate_batch_norm(model.autoencoder, images)
     summary = {
         **{
             f"epoch_{term}": result.segment_means(batches.per_epoch, term)
@@ -254,6 +257,34 @@ def train_joint(
         "batches_per_epoch": batches.per_epoch,
     }
     return model.eval(), summary
+
+
+def recalibrate_batch_norm(
+    autoencoder: AutoEncoder, images: np.ndarray, batch_size: int = 1000
+) -> None:
+    """Set the auto-encoder's BatchNorm statistics to those of ``images`` (uint8, N x 28 x 28)
+    under its final weights: each layer's running mean and variance become the mean over
+    equal batches of the batch statistics (``torch.optim.swa_utils.update_bn``).
+
+    Why: without the stop-gradient the encoder keeps shrinking the code while it trains (the
+    flow's NLL falls with the code's scale, and the decoder's BatchNorm undoes the scale), so
+    the running averages, which trail the weights, do not describe the final network: measured
+    on Fashion-MNIST after 14 epochs of ``joint_nll1``, eval-mode reconstruction error 0.042 per
+    pixel against 0.015 with the batches' own statistics; recalibrated, 0.014.
+
+    Example:
+        >>> ae = AutoEncoder(latent_dim=3)
+        >>> images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+        >>> recalibrate_batch_norm(ae, images, batch_size=4)
+        >>> int(ae.encoder[3].num_batches_tracked), ae.training
+        (2, False)
+    """
+    x = to_unit_images(images).to(next(autoencoder.parameters()).device)
+    # Equal batches (a last short one is dropped, as in training), in order: the mean of their
+    # means is the data's mean, and nothing is drawn at random.
+    usable = len(x) - len(x) % batch_size if len(x) >= batch_size else len(x)
+    update_bn([x[i : i + batch_size] for i in range(0, usable, batch_size)], autoencoder)
+    autoencoder.eval()
 
 
 def save_joint(
