@@ -123,6 +123,25 @@ def test_training_lowers_both_terms_and_same_seed_gives_same_weights() -> None:
         assert torch.equal(a, b)
 
 
+def test_trained_model_has_the_batch_norm_statistics_of_its_training_images() -> None:
+    """After training, the encoder's first BatchNorm holds the mean and variance of its input
+    features over all training images under the final weights, computed here directly; the
+    running averages of training would trail them."""
+    images, labels = _data(32)
+    model, _ = train_joint(images, labels, CONFIG, THROUGH, 0, progress_every=0)
+    encoder = model.autoencoder.encoder
+    with torch.no_grad():
+        features = encoder[:3](torch.as_tensor(images, dtype=torch.float32)[:, None] / 255)
+    bn = encoder[3]
+    assert isinstance(bn, torch.nn.BatchNorm2d)
+    torch.testing.assert_close(bn.running_mean, features.mean((0, 2, 3)), rtol=0, atol=1e-5)
+    # Per batch of 32 images (one batch here): the unbiased variance over its N * H * W values.
+    torch.testing.assert_close(
+        bn.running_var, features.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6
+    )
+    assert not model.training
+
+
 def test_save_load_round_trip_and_the_variant_is_checked(tmp_path: Path) -> None:
     images, labels = _data(8)
     config = {**CONFIG, "joint": {**CONFIG["joint"], "epochs": 1}}
