@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -317,10 +318,12 @@ class KilledAfterCheckpoint(Exception):
 
 
 @contextlib.contextmanager
-def killed_after_checkpoints(n: int) -> Iterator[None]:
-    """Run the block as a training job killed right after its ``n``-th resume checkpoint."""
-    import replicate.checkpoints as checkpoints
+def killed_after_checkpoints(n: int, module: Any = None) -> Iterator[None]:
+    """Run the block as a training job killed right after its ``n``-th resume checkpoint, written
+    by the ``save_checkpoint`` that ``module`` calls (default: ``replicate.checkpoints``'s)."""
+    import replicate.checkpoints
 
+    checkpoints = module or replicate.checkpoints
     real_save, saves = checkpoints.save_checkpoint, 0
 
     def save_then_die(*args, **kwargs):

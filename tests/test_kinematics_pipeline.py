@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 
 from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
+from replicate.experiments.kinematics import npe as npe_module
 from replicate.experiments.kinematics.evaluation import (
     load_reference,
     posterior_scores,
@@ -271,6 +273,37 @@ def test_npe_trains_loads_and_beats_the_prior_on_posterior_error(tmp_path: Path)
         npe,
         prior_only,
     )
+
+
+def test_npe_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sbi's loop saved after every epoch: killed after its second epoch and rerun, NPE ends with
+    the weights, history and epoch count of a run that was never killed, bit for bit (the data
+    split and init are seeded; the loop state, the best weights and the random state of the
+    batch order are restored), logs one progress line per epoch and removes its resume file."""
+    kin = small_kinematics_config(iterations=20)
+    kin["training"]["batch_size"] = 100
+    kin["npe"] = {"density_estimator": "maf", "max_num_epochs": 4}
+    whole = train("npe", kin, tmp_path / "whole", seed=1)
+    resume = tmp_path / "killed" / "resume.safetensors"
+    with killed_after_checkpoints(2, module=npe_module):
+        train("npe", kin, tmp_path / "killed", seed=1, resume=resume)
+    assert resume.exists()
+    with caplog.at_level(logging.INFO, logger="replicate"):
+        resumed = train("npe", kin, tmp_path / "killed", seed=1, resume=resume)
+    assert resumed["resumed_at_iteration"] == 2 * 9 and resumed["epochs"] == whole["epochs"]
+    a = load_file(tmp_path / "whole" / "npe.safetensors")
+    b = load_file(tmp_path / "killed" / "npe.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "whole" / "npe.csv"), pd.read_csv(tmp_path / "killed" / "npe.csv")
+    )
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("NPE epoch")]
+    assert [m.split(":")[0] for m in progress] == [
+        f"NPE epoch {e}" for e in range(3, whole["epochs"] + 1)
+    ]
+    assert not resume.exists()
 
 
 # -- reference, evaluation and the table ------------------------------------------------------
