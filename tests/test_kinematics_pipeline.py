@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
-from replicate.experiments.kinematics import npe as npe_module
 from replicate.experiments.kinematics.evaluation import (
     load_reference,
     posterior_scores,
@@ -45,6 +44,7 @@ from replicate.experiments.kinematics.training import (
     simulated_batch,
     training_setup,
 )
+from replicate.models import npe as npe_module
 from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)

@@ -5,7 +5,8 @@ x ~ N(0, I_d), y = A x + N(0, s^2 I_m). The posterior is Gaussian with covarianc
 ``S = (I + A^T A / s^2)^-1`` and mean ``S A^T y / s^2``. :func:`posterior_errors` scores a
 model's samples of p(x | y) against it (Gaussian KL of the samples' moments to the analytic
 posterior, and the error of the posterior mean in posterior standard deviations);
-:func:`eps_sweep` trains the method at several ``eps`` against several noise levels ``s``.
+:func:`eps_sweep` trains the method at several ``eps`` against several noise levels ``s``;
+:func:`npe_runs` trains ``sbi``'s NPE, the field's standard baseline, on the same simulations.
 
 ``python -m replicate.experiments.linear_gaussian`` prints the README's table (minutes on 2 cores).
 
@@ -34,6 +35,7 @@ from replicate.files import write_table
 from replicate.metrics import mean_std_cells, summarise
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
+from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior
 from replicate.training import fit_conditional
 
 __all__ = [
@@ -43,9 +45,12 @@ __all__ = [
     "gaussian_kl",
     "learned_eps_runs",
     "learned_summary_table",
+    "npe_runs",
+    "npe_summary_table",
     "posterior_errors",
     "summary_table",
     "train_flow",
+    "train_npe",
 ]
 
 # The forward matrix of the README's table: 2 parameters, 2 observations, correlated and of
@@ -196,8 +201,26 @@ def train_flow(
     }
 
 
+def train_npe(
+    problem: LinearGaussian, *, seed: int = 0, n_train: int = 4096, n_validation: int = 1024
+) -> tuple[NPEPosterior, dict[str, float]]:
+    """``sbi``'s NPE with its defaults (:func:`replicate.models.npe.fit_npe`) on the very
+    simulations :func:`train_flow` draws for ``seed``, all ``n_train + n_validation`` of them
+    (sbi holds out its own tenth for early stopping), under the problem's prior N(0, I).
+    Returns the posterior and a summary: epochs run, seconds."""
+    x, y = problem.simulate(n_train + n_validation, torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    prior = gaussian_prior(torch.ones(problem.data_dim))
+    posterior, summary = fit_npe(x.float(), y.float(), prior)
+    return posterior, {"epochs": summary["epochs"], "seconds": summary["seconds"]}
+
+
 def _scores(
-    flow: ConditionalFlow, problem: LinearGaussian, seed: int, n_observations: int, n_samples: int
+    flow: ConditionalFlow | NPEPosterior,
+    problem: LinearGaussian,
+    seed: int,
+    n_observations: int,
+    n_samples: int,
 ) -> dict[str, float]:
     """:func:`posterior_errors` of ``flow`` on ``n_observations`` fresh observations drawn for
     ``seed`` (the same ones for every eps), ``n_samples`` each."""
@@ -261,6 +284,27 @@ def learned_eps_runs(
     return pd.DataFrame(rows)
 
 
+def npe_runs(
+    noise_levels: Sequence[float],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    n_observations: int = 200,
+    n_samples: int = 1000,
+    forward: Sequence[Sequence[float]] = DEFAULT_FORWARD,
+    **train_kwargs: int,
+) -> pd.DataFrame:
+    """sbi's NPE (:func:`train_npe`) at every noise level ``s``, scored on the observations
+    :func:`eps_sweep` scores the method on. One row per (s, seed)."""
+    rows = []
+    for s in noise_levels:
+        problem = LinearGaussian(torch.tensor(forward), s)
+        for seed in seeds:
+            posterior, summary = train_npe(problem, seed=seed, **train_kwargs)
+            errors = _scores(posterior, problem, seed, n_observations, n_samples)
+            rows.append({"noise_std": s, "seed": seed} | errors | summary)
+    return pd.DataFrame(rows)
+
+
 def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of each metric of :func:`learned_eps_runs`, one row per s."""
 
@@ -269,6 +313,20 @@ def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = stats[["noise_std"]].copy()
     for m in metrics:
         table[m] = mean_std_cells(stats[f"{m}_mean"], stats[f"{m}_std"], 1 if m == "epochs" else 3)
+    table["seeds"] = stats["n_seeds"]
+    return table
+
+
+def npe_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds of each metric of :func:`npe_runs`, one row per s."""
+
+    metrics = ["kl", "mean_error", "std_ratio", "epochs", "seconds"]
+    stats = summarise(frame, ["noise_std"], metrics)
+    table = stats[["noise_std"]].copy()
+    for m in metrics:
+        table[m] = mean_std_cells(
+            stats[f"{m}_mean"], stats[f"{m}_std"], 3 if m in metrics[:3] else 1
+        )
     table["seeds"] = stats["n_seeds"]
     return table
 
@@ -290,14 +348,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
         "--learned", action="store_true", help="eps learned instead of the --ratios sweep"
+    )
+    choice.add_argument(
+        "--npe", action="store_true", help="sbi's NPE on the same simulations, instead of ours"
     )
     parser.add_argument(
         "--run-dir",
         type=Path,
         default=None,
-        help="also write results/tables/linear_gaussian_eps.{csv,md} below this folder "
+        help="also write results/tables/linear_gaussian_{eps,learned_eps,npe}.{csv,md} below "
+        "this folder "
         "(every run's numbers in the CSV, the mean ± std table in the Markdown)",
     )
     args = parser.parse_args(argv)
@@ -306,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.learned:
         frame, stem = learned_eps_runs(args.noise, args.seeds), "linear_gaussian_learned_eps"
         table = learned_summary_table(frame)
+    elif args.npe:
+        frame, stem = npe_runs(args.noise, args.seeds), "linear_gaussian_npe"
+        table = npe_summary_table(frame)
     else:
         frame, stem = eps_sweep(args.noise, args.ratios, args.seeds), "linear_gaussian_eps"
         table = summary_table(frame)

@@ -10,6 +10,9 @@ conditional models built on it.
 - :mod:`~replicate.models.cinn`: the cINN baseline, :class:`ConditionalINN`.
 - :mod:`~replicate.models.inn`: the INN baseline with its four losses, :class:`INN`.
 - :mod:`~replicate.models.standardization`: the affine maps stored with a model's weights.
+- :mod:`~replicate.models.npe`: the field's standard baseline, ``sbi``'s neural posterior
+  estimation (:func:`~replicate.models.npe.fit_npe`), on any simulator pairs; not an invertible
+  network, so outside the interface above (it samples p(x | y) as the others do).
 """
 
 from replicate.models.base import ConditionalModel, NetworkSettings
