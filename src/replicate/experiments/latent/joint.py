@@ -1,16 +1,18 @@
-"""Joint training of the auto-encoder and the conditional flow (GLF's own schedule; issue 29).
+"""Joint training of the auto-encoder and the conditional flow (GLF's loss; issue 29).
 
 The pipeline's default pretrains the auto-encoder alone, freezes it, and fits the flow on its
 latents (:mod:`replicate.experiments.latent.training`). "Generative Latent Flow" (GLF, whose
 training the paper says it "largely follow[s]") trains both at once, end to end: one step
 encodes a batch, decodes it, and adds the flow's NLL of the codes to the reconstruction loss.
-GLF's code (``train_glf.py`` in nalzok/flow-comparison, a copy of the authors' repository):
+GLF's code (``train_glf.py`` in nalzok/flow-comparison at c25c1e1, a copy of the authors'
+repository; docs/results.md sets its other settings beside ours, line by line):
 
 - reconstruction: ``nn.MSELoss(reduction="sum")`` divided by the batch size, i.e. the squared
-  error summed over an image's 784 pixels and averaged over the batch; here
+  error summed over an image's 784 pixels and averaged over the batch (lines 152, 244); here
   :func:`reconstruction_loss`;
 - the NLL: ``modFlow(z.data)``, the gradient stopped at the code ("STOP THE GRADIENT OF NLL LOSS
-  AT z"), added with weight 1: ``total_loss = loss_recon / batch + loss_ll``.
+  AT z", lines 225-226), added with weight 1: ``total_loss = loss_recon / batch + loss_ll``
+  (line 244).
 
 :class:`JointLatentFlow` has both: ``stop_gradient=True`` is GLF's published model;
 ``stop_gradient=False`` lets the NLL's gradient reach the encoder, weighted by ``nll_weight``
