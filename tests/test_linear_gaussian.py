@@ -17,7 +17,6 @@ from replicate.experiments.linear_gaussian import (
     eps_sweep,
     gaussian_kl,
     npe_runs,
-    npe_summary_table,
     posterior_errors,
     summary_table,
     train_flow,
@@ -142,5 +141,5 @@ def test_npe_on_the_same_simulations_recovers_the_posterior() -> None:
     assert list(frame["seed"]) == [0, 1] and (frame["epochs"] > 0).all()
     # Measured: KL 0.046 and 0.033, std ratio 1.04 and 1.01 (about 10 s a seed).
     assert (frame["kl"] < 0.1).all() and frame["std_ratio"].between(0.85, 1.15).all(), frame
-    table = npe_summary_table(frame)
+    table = summary_table(frame, "npe")
     assert table.loc[0, "seeds"] == 2 and "±" in table.loc[0, "kl"]

@@ -33,6 +33,7 @@ __all__ = [
     "Resume",
     "config_hash",
     "load_checkpoint",
+    "load_resumable",
     "model_tensors",
     "optimizer_tensors",
     "restore_model",
@@ -41,6 +42,7 @@ __all__ = [
     "save_checkpoint",
     "save_run",
     "snapshot",
+    "tensors_under",
 ]
 
 log = logging.getLogger("replicate")
@@ -162,8 +164,20 @@ def restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
         >>> restore_model(b, model_tensors(a)); bool((a.weight == b.weight).all())
         True
     """
-    prefix = "model."
-    model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model.load_state_dict(tensors_under(tensors, "model"))
+
+
+def tensors_under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors named ``<prefix>.<name>``, by ``name`` (how a checkpoint keeps one state
+    dict among others: ``model.``, ``best.``).
+
+    Example:
+        >>> t = torch.zeros(1)
+        >>> tensors_under({"best.weight": t, "model.weight": t, "best.bias": t}, "best")
+        {'weight': tensor([0.]), 'bias': tensor([0.])}
+    """
+    start = len(prefix) + 1
+    return {k[start:]: v for k, v in tensors.items() if k.startswith(f"{prefix}.")}
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
@@ -217,6 +231,30 @@ class Resume:
     metadata: Mapping[str, Any]
 
 
+def load_resumable(
+    path: str | os.PathLike, metadata: Mapping[str, Any], device: torch.device | str = "cpu"
+) -> dict[str, Tensor] | None:
+    """The tensors of the resume checkpoint at ``path``, or None where there is none or it
+    cannot be resumed (written under other ``metadata``, or unreadable: a warning says which),
+    so that the run starts over.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "last.safetensors"
+        >>> save_checkpoint(path, {"step": torch.tensor(3)}, {"lr": 0.1})
+        >>> int(load_resumable(path, {"lr": 0.1})["step"]), load_resumable(path, {"lr": 0.2})
+        (3, None)
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, metadata, device)
+    except (CheckpointMismatch, ValueError) as exc:
+        log.warning("not resuming from %s: %s", path, exc)
+        return None
+
+
 def restore_run(
     resume: Resume,
     optimizer: torch.optim.Optimizer,
@@ -233,13 +271,8 @@ def restore_run(
     initialisation.
     """
     path = Path(resume.path)
-    if not path.exists():
-        return [], [], {}
-    device = next(resume.model.parameters()).device
-    try:
-        tensors = load_checkpoint(path, resume.metadata, device)
-    except (CheckpointMismatch, ValueError) as exc:
-        log.warning("not resuming from %s: %s", path, exc)
+    tensors = load_resumable(path, resume.metadata, next(resume.model.parameters()).device)
+    if tensors is None:
         return [], [], {}
     # Named "history.<position>.<term>": safetensors sorts names, the history keeps step's order.
     columns = sorted(
@@ -253,7 +286,7 @@ def restore_run(
         log.warning("not resuming from %s: its history does not end on a segment", path)
         return [], [], {}
     losses = tensors["validation.loss"].tolist() if "validation.loss" in tensors else []
-    best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+    best = tensors_under(tensors, "best")
     if validated and (len(losses) != length // segment or not best):
         log.warning("not resuming from %s: it holds no validation state for this run", path)
         return [], [], {}

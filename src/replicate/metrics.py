@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import ot
@@ -32,6 +32,8 @@ __all__ = [
     "accuracy",
     "gaussian_w2",
     "in_mode_fraction",
+    "mean_std_cells",
+    "mean_std_table",
     "nll",
     "summarise",
     "wasserstein2",
@@ -236,3 +238,29 @@ def mean_std_cells(
         else (f"{m:.{digits}f}" if pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}")
         for m, s in zip(mean, std, strict=True)
     ]
+
+
+def mean_std_table(
+    frame: pd.DataFrame,
+    by: Sequence[str],
+    metrics: Sequence[str],
+    digits: int | Mapping[str, int] = 3,
+    missing: str = "n/a",
+) -> pd.DataFrame:
+    """Mean ± std over the runs of each group of ``frame`` (:func:`summarise`) as table cells
+    (:func:`mean_std_cells`): the group's columns, one column per metric and ``seeds`` (runs in
+    the group). ``digits``: for every metric, or per metric name (3 for a name not given).
+
+    Example:
+        >>> runs = pd.DataFrame({"s": [0.1, 0.1, 0.3], "kl": [0.02, 0.04, 0.01],
+        ...                      "epochs": [10, 12, 9]})
+        >>> mean_std_table(runs, ["s"], ["kl", "epochs"], {"epochs": 1}).to_dict("records")[0]
+        {'s': 0.1, 'kl': '0.030 ± 0.014', 'epochs': '11.0 ± 1.4', 'seeds': 2}
+    """
+    stats = summarise(frame, by, metrics)
+    table = stats[list(by)].copy()
+    for m in metrics:
+        places = digits if isinstance(digits, int) else digits.get(m, 3)
+        table[m] = mean_std_cells(stats[f"{m}_mean"], stats[f"{m}_std"], places, missing)
+    table["seeds"] = stats["n_seeds"]
+    return table

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from replicate.files import write_table
-from replicate.metrics import mean_std_cells, summarise
+from replicate.metrics import mean_std_table
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior
@@ -40,13 +41,12 @@ from replicate.training import fit_conditional
 
 __all__ = [
     "DEFAULT_FORWARD",
+    "TABLE_COLUMNS",
     "LinearGaussian",
     "eps_sweep",
     "gaussian_kl",
     "learned_eps_runs",
-    "learned_summary_table",
     "npe_runs",
-    "npe_summary_table",
     "posterior_errors",
     "summary_table",
     "train_flow",
@@ -229,6 +229,34 @@ def _scores(
     return posterior_errors(flow.sample(y_test.float(), n=n_samples), problem, y_test)
 
 
+# A model fitted to one problem and seed: the model, the row's columns before its scores, and
+# its training summary (the row's last columns).
+Fit = Callable[
+    [LinearGaussian, int], tuple[ConditionalFlow | NPEPosterior, dict[str, Any], dict[str, Any]]
+]
+
+
+def _scored_runs(
+    noise_levels: Sequence[float],
+    fits: Sequence[Fit],
+    seeds: Sequence[int],
+    n_observations: int,
+    n_samples: int,
+    forward: Sequence[Sequence[float]],
+) -> pd.DataFrame:
+    """Every fit at every noise level ``s`` and seed, each scored by :func:`_scores`. One row
+    per (s, fit, seed), in that order."""
+    rows = []
+    for s in noise_levels:
+        problem = LinearGaussian(torch.tensor(forward), s)
+        for fit in fits:
+            for seed in seeds:
+                model, columns, summary = fit(problem, seed)
+                errors = _scores(model, problem, seed, n_observations, n_samples)
+                rows.append({"noise_std": s} | columns | errors | summary)
+    return pd.DataFrame(rows)
+
+
 def eps_sweep(
     noise_levels: Sequence[float],
     eps_ratios: Sequence[float],
@@ -241,19 +269,17 @@ def eps_sweep(
 ) -> pd.DataFrame:
     """Train the method at ``eps = ratio * s`` for every noise level ``s`` and ratio; score its
     posteriors on ``n_observations`` fresh observations. One row per (s, ratio, seed)."""
-    rows = []
-    for s in noise_levels:
-        problem = LinearGaussian(torch.tensor(forward), s)
-        for ratio in eps_ratios:
-            for seed in seeds:
-                flow, summary = train_flow(problem, ratio * s, seed=seed, **train_kwargs)
-                errors = _scores(flow, problem, seed, n_observations, n_samples)
-                rows.append(
-                    {"noise_std": s, "eps_over_noise": ratio, "eps": ratio * s, "seed": seed}
-                    | errors
-                    | summary
-                )
-    return pd.DataFrame(rows)
+
+    def at_ratio(ratio: float) -> Fit:
+        def fit(problem: LinearGaussian, seed: int) -> Any:
+            eps = ratio * problem.noise_std
+            flow, summary = train_flow(problem, eps, seed=seed, **train_kwargs)
+            return flow, {"eps_over_noise": ratio, "eps": eps, "seed": seed}, summary
+
+        return fit
+
+    fits = [at_ratio(ratio) for ratio in eps_ratios]
+    return _scored_runs(noise_levels, fits, seeds, n_observations, n_samples, forward)
 
 
 def learned_eps_runs(
@@ -268,20 +294,14 @@ def learned_eps_runs(
     """The method with eps learned (no value given) at every noise level ``s``, scored as
     :func:`eps_sweep` scores a fixed eps; ``eps_over_noise`` is where the learned eps settled,
     over ``s``. One row per (s, seed)."""
-    rows = []
-    for s in noise_levels:
-        problem = LinearGaussian(torch.tensor(forward), s)
-        for seed in seeds:
-            flow, summary = train_flow(problem, None, seed=seed, **train_kwargs)
-            errors = _scores(flow, problem, seed, n_observations, n_samples)
-            eps = flow.eps_now().detach().tolist()
-            rows.append(
-                {"noise_std": s, "eps_over_noise": summary["eps_final"] / s, "seed": seed}
-                | {f"eps_{k}": e for k, e in enumerate(eps)}
-                | errors
-                | summary
-            )
-    return pd.DataFrame(rows)
+
+    def fit(problem: LinearGaussian, seed: int) -> Any:
+        flow, summary = train_flow(problem, None, seed=seed, **train_kwargs)
+        eps = flow.eps_now().detach().tolist()
+        columns = {"eps_over_noise": summary["eps_final"] / problem.noise_std, "seed": seed}
+        return flow, columns | {f"eps_{k}": e for k, e in enumerate(eps)}, summary
+
+    return _scored_runs(noise_levels, [fit], seeds, n_observations, n_samples, forward)
 
 
 def npe_runs(
@@ -295,52 +315,34 @@ def npe_runs(
 ) -> pd.DataFrame:
     """sbi's NPE (:func:`train_npe`) at every noise level ``s``, scored on the observations
     :func:`eps_sweep` scores the method on. One row per (s, seed)."""
-    rows = []
-    for s in noise_levels:
-        problem = LinearGaussian(torch.tensor(forward), s)
-        for seed in seeds:
-            posterior, summary = train_npe(problem, seed=seed, **train_kwargs)
-            errors = _scores(posterior, problem, seed, n_observations, n_samples)
-            rows.append({"noise_std": s, "seed": seed} | errors | summary)
-    return pd.DataFrame(rows)
+
+    def fit(problem: LinearGaussian, seed: int) -> Any:
+        posterior, summary = train_npe(problem, seed=seed, **train_kwargs)
+        return posterior, {"seed": seed}, summary
+
+    return _scored_runs(noise_levels, [fit], seeds, n_observations, n_samples, forward)
 
 
-def learned_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of each metric of :func:`learned_eps_runs`, one row per s."""
-
-    metrics = ["eps_over_noise", "kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"]
-    stats = summarise(frame, ["noise_std"], metrics)
-    table = stats[["noise_std"]].copy()
-    for m in metrics:
-        table[m] = mean_std_cells(stats[f"{m}_mean"], stats[f"{m}_std"], 1 if m == "epochs" else 3)
-    table["seeds"] = stats["n_seeds"]
-    return table
-
-
-def npe_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of each metric of :func:`npe_runs`, one row per s."""
-
-    metrics = ["kl", "mean_error", "std_ratio", "epochs", "seconds"]
-    stats = summarise(frame, ["noise_std"], metrics)
-    table = stats[["noise_std"]].copy()
-    for m in metrics:
-        table[m] = mean_std_cells(
-            stats[f"{m}_mean"], stats[f"{m}_std"], 3 if m in metrics[:3] else 1
-        )
-    table["seeds"] = stats["n_seeds"]
-    return table
+# Each kind of run's table: what its rows are grouped by and the metrics shown.
+TABLE_COLUMNS = {
+    "eps": (
+        ["noise_std", "eps_over_noise"],
+        ["kl", "mean_error", "std_ratio", "validation_log_prob", "train_nll", "epochs"],
+    ),
+    "learned_eps": (
+        ["noise_std"],
+        ["eps_over_noise", "kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"],
+    ),
+    "npe": (["noise_std"], ["kl", "mean_error", "std_ratio", "epochs", "seconds"]),
+}
 
 
-def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of each metric (formatted cells), one row per (s, eps / s)."""
-
-    metrics = ["kl", "mean_error", "std_ratio", "validation_log_prob", "train_nll", "epochs"]
-    stats = summarise(frame, ["noise_std", "eps_over_noise"], metrics)
-    table = stats[["noise_std", "eps_over_noise"]].copy()
-    for m in metrics:
-        table[m] = mean_std_cells(stats[f"{m}_mean"], stats[f"{m}_std"], 1 if m == "epochs" else 3)
-    table["seeds"] = stats["n_seeds"]
-    return table
+def summary_table(frame: pd.DataFrame, kind: str = "eps") -> pd.DataFrame:
+    """Mean ± std over seeds of each metric (formatted cells) of the runs of one ``kind`` of
+    :data:`TABLE_COLUMNS`: :func:`eps_sweep` (one row per (s, eps / s)),
+    :func:`learned_eps_runs` or :func:`npe_runs` (one row per s)."""
+    by, metrics = TABLE_COLUMNS[kind]
+    return mean_std_table(frame, by, metrics, digits={"epochs": 1, "seconds": 1})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -367,21 +369,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     begin = time.perf_counter()
     if args.learned:
-        frame, stem = learned_eps_runs(args.noise, args.seeds), "linear_gaussian_learned_eps"
-        table = learned_summary_table(frame)
+        frame, kind = learned_eps_runs(args.noise, args.seeds), "learned_eps"
     elif args.npe:
-        frame, stem = npe_runs(args.noise, args.seeds), "linear_gaussian_npe"
-        table = npe_summary_table(frame)
+        frame, kind = npe_runs(args.noise, args.seeds), "npe"
     else:
-        frame, stem = eps_sweep(args.noise, args.ratios, args.seeds), "linear_gaussian_eps"
-        table = summary_table(frame)
+        frame, kind = eps_sweep(args.noise, args.ratios, args.seeds), "eps"
+    table = summary_table(frame, kind)
     markdown = table.to_markdown(index=False, disable_numparse=True)
     print(markdown)
     print(f"\n{len(frame)} runs in {time.perf_counter() - begin:.0f} s")
     if args.run_dir is not None:
         tables = args.run_dir / "results" / "tables"
         tables.mkdir(parents=True, exist_ok=True)
-        path = tables / stem
+        path = tables / f"linear_gaussian_{kind}"
         write_table(frame, path.with_suffix(".csv"), path.with_suffix(".md"), markdown)
 
 

@@ -29,12 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from replicate.checkpoints import (
-    CheckpointMismatch,
-    load_checkpoint,
+    load_resumable,
+    model_tensors,
     optimizer_tensors,
     restore_model,
     restore_optimizer,
     save_checkpoint,
+    tensors_under,
 )
 
 __all__ = ["NPEPosterior", "fit_npe", "gaussian_prior", "npe_estimator"]
@@ -159,9 +160,9 @@ def _epoch_checkpointed_npe(resume: Path | None, metadata: Mapping[str, Any]) ->
                 save_checkpoint(resume, self._loop_state(), metadata)
 
         def _loop_state(self) -> dict[str, Tensor]:
-            net, f64 = self._neural_net, torch.float64
+            f64 = torch.float64
             return {
-                **{f"model.{k}": v for k, v in net.state_dict().items()},
+                **model_tensors(self._neural_net),
                 **optimizer_tensors(self.optimizer),
                 **{f"best.{k}": v for k, v in self._best_model_state_dict.items()},
                 **{
@@ -178,19 +179,13 @@ def _epoch_checkpointed_npe(resume: Path | None, metadata: Mapping[str, Any]) ->
             }
 
         def _restore_loop_state(self, learning_rate: float) -> bool:
-            if resume is None or not resume.exists():
-                return False
-            try:
-                state = load_checkpoint(resume, metadata, self._device)
-            except (CheckpointMismatch, ValueError) as exc:
-                log.warning("not resuming from %s: %s", resume, exc)
+            state = None if resume is None else load_resumable(resume, metadata, self._device)
+            if state is None:
                 return False
             restore_model(self._neural_net, state)
             self.optimizer = torch.optim.Adam(list(self._neural_net.parameters()), lr=learning_rate)
             restore_optimizer(self.optimizer, state)
-            self._best_model_state_dict = {
-                k[len("best.") :]: v for k, v in state.items() if k.startswith("best.")
-            }
+            self._best_model_state_dict = tensors_under(state, "best")
             for key in _EPOCH_SUMMARY:
                 self._summary[key] = state[f"summary.{key}"].tolist()
             self.epoch = self.restored_epochs = int(state["loop.epoch"])

@@ -25,7 +25,7 @@ from replicate.experiments.latent.models import (
     LatentCINN,
     LatentFlow,
 )
-from replicate.metrics import accuracy, mean_std_cells, summarise
+from replicate.metrics import accuracy, mean_std_cells, mean_std_table, summarise
 
 __all__ = [
     "CHANCE_ACCURACY",
@@ -357,12 +357,8 @@ def ablation_table(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, str
     order = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
     frame = frame.sort_values("dataset", key=lambda d: d.map(order), kind="stable")
     frame = frame.reset_index(drop=True)
-    grouped = frame.groupby(["dataset", "configuration"], sort=False)[list(ABLATION_METRICS)]
-    mean, std = grouped.mean(), grouped.std()
-    shown = mean.index.to_frame(index=False)
-    shown["seeds"] = grouped.size().to_numpy()
-    for metric in ABLATION_METRICS:
-        digits = 1 if metric == "frechet_distance" else 4
-        shown[metric] = mean_std_cells(mean[metric], std[metric], digits=digits)
+    digits = {m: 1 if m == "frechet_distance" else 4 for m in ABLATION_METRICS}
+    shown = mean_std_table(frame, ["dataset", "configuration"], ABLATION_METRICS, digits)
+    shown = shown[["dataset", "configuration", "seeds", *ABLATION_METRICS]]
     shown["paper (Table 1)"] = [PAPER_ACCURACY.get(d) for d in shown["dataset"]]
     return frame, shown.to_markdown(index=False, disable_numparse=True)
