@@ -43,6 +43,7 @@ __all__ = [
     "save_run",
     "snapshot",
     "tensors_under",
+    "tensors_with_prefix",
 ]
 
 log = logging.getLogger("replicate")
@@ -153,7 +154,7 @@ def model_tensors(model: nn.Module) -> dict[str, Tensor]:
         >>> sorted(model_tensors(torch.nn.Linear(2, 1)))
         ['model.bias', 'model.weight']
     """
-    return {f"model.{k}": v for k, v in model.state_dict().items()}
+    return tensors_with_prefix(model.state_dict(), "model")
 
 
 def restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
@@ -167,9 +168,23 @@ def restore_model(model: nn.Module, tensors: Mapping[str, Tensor]) -> None:
     model.load_state_dict(tensors_under(tensors, "model"))
 
 
+def tensors_with_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors renamed ``<prefix>.<name>``, so that one checkpoint keeps several state dicts
+    (``model.``, ``best.``); :func:`tensors_under` reads them back.
+
+    Example:
+        >>> t = torch.zeros(1)
+        >>> tensors_with_prefix({"weight": t}, "best")
+        {'best.weight': tensor([0.])}
+        >>> tensors_under(tensors_with_prefix({"weight": t}, "best"), "best")
+        {'weight': tensor([0.])}
+    """
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
 def tensors_under(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The tensors named ``<prefix>.<name>``, by ``name`` (how a checkpoint keeps one state
-    dict among others: ``model.``, ``best.``).
+    dict among others: ``model.``, ``best.``; :func:`tensors_with_prefix` writes them).
 
     Example:
         >>> t = torch.zeros(1)
@@ -313,7 +328,7 @@ def save_run(
     }
     if validation:
         losses["validation.loss"] = torch.tensor(validation, dtype=torch.float64)
-        losses.update({f"best.{k}": v for k, v in best.items()})
+        losses.update(tensors_with_prefix(best, "best"))
     save_checkpoint(
         resume.path, {**model, **optimizer_tensors(optimizer), **losses}, resume.metadata
     )

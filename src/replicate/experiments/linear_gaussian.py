@@ -230,10 +230,9 @@ def _scores(
 
 
 # A model fitted to one problem and seed: the model, the row's columns before its scores, and
-# its training summary (the row's last columns).
-Fit = Callable[
-    [LinearGaussian, int], tuple[ConditionalFlow | NPEPosterior, dict[str, Any], dict[str, Any]]
-]
+# its training summary (the row's last columns); `Fit` makes one.
+FitResult = tuple[ConditionalFlow | NPEPosterior, dict[str, Any], dict[str, Any]]
+Fit = Callable[[LinearGaussian, int], FitResult]
 
 
 def _scored_runs(
@@ -271,7 +270,7 @@ def eps_sweep(
     posteriors on ``n_observations`` fresh observations. One row per (s, ratio, seed)."""
 
     def at_ratio(ratio: float) -> Fit:
-        def fit(problem: LinearGaussian, seed: int) -> Any:
+        def fit(problem: LinearGaussian, seed: int) -> FitResult:
             eps = ratio * problem.noise_std
             flow, summary = train_flow(problem, eps, seed=seed, **train_kwargs)
             return flow, {"eps_over_noise": ratio, "eps": eps, "seed": seed}, summary
@@ -295,7 +294,7 @@ def learned_eps_runs(
     :func:`eps_sweep` scores a fixed eps; ``eps_over_noise`` is where the learned eps settled,
     over ``s``. One row per (s, seed)."""
 
-    def fit(problem: LinearGaussian, seed: int) -> Any:
+    def fit(problem: LinearGaussian, seed: int) -> FitResult:
         flow, summary = train_flow(problem, None, seed=seed, **train_kwargs)
         eps = flow.eps_now().detach().tolist()
         columns = {"eps_over_noise": summary["eps_final"] / problem.noise_std, "seed": seed}
@@ -316,7 +315,7 @@ def npe_runs(
     """sbi's NPE (:func:`train_npe`) at every noise level ``s``, scored on the observations
     :func:`eps_sweep` scores the method on. One row per (s, seed)."""
 
-    def fit(problem: LinearGaussian, seed: int) -> Any:
+    def fit(problem: LinearGaussian, seed: int) -> FitResult:
         posterior, summary = train_npe(problem, seed=seed, **train_kwargs)
         return posterior, {"seed": seed}, summary
 

@@ -36,6 +36,7 @@ from replicate.checkpoints import (
     restore_optimizer,
     save_checkpoint,
     tensors_under,
+    tensors_with_prefix,
 )
 
 __all__ = ["NPEPosterior", "fit_npe", "gaussian_prior", "npe_estimator"]
@@ -164,7 +165,7 @@ def _epoch_checkpointed_npe(resume: Path | None, metadata: Mapping[str, Any]) ->
             return {
                 **model_tensors(self._neural_net),
                 **optimizer_tensors(self.optimizer),
-                **{f"best.{k}": v for k, v in self._best_model_state_dict.items()},
+                **tensors_with_prefix(self._best_model_state_dict, "best"),
                 **{
                     f"summary.{key}": torch.tensor(self._summary[key], dtype=f64)
                     for key in _EPOCH_SUMMARY
