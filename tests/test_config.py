@@ -156,7 +156,9 @@ def test_networks_that_cannot_hold_the_problem_are_refused(edit, message: str) -
     assert message in _problems(edit)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "quick.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "smoke.yaml", "quick.yaml", "fashion_ablation.yaml"]
+)
 def test_shipped_configurations_are_valid(name: str) -> None:
     over = yaml.safe_load((REPO / "config" / name).read_text())
     validate_config(_merged(PAPER, over), SCHEMA)
