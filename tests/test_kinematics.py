@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from replicate.experiments.kinematics.metrics import (
-    c2st,
     central_interval_coverage,
     posterior_mmd,
     resimulation_error,
@@ -148,15 +147,13 @@ def test_unbiased_mmd_is_about_zero_for_one_distribution_the_biased_is_not() -> 
     torch.testing.assert_close(mmd_multiscale(x, y, unbiased=True), kxx + kyy - 2 * kxy)
 
 
-def test_posterior_distances_near_chance_for_one_distribution_and_clear_for_a_shift() -> None:
+def test_posterior_mmd_near_zero_for_one_distribution_and_clear_for_a_shift() -> None:
     g = torch.Generator().manual_seed(5)
     scale = torch.tensor(PRIOR_STD, dtype=torch.float64)
     a = torch.randn(600, 4, generator=g, dtype=torch.float64) * scale
     b = torch.randn(600, 4, generator=g, dtype=torch.float64) * scale
     shifted = b + 0.5 * scale  # half a prior sd in every coordinate
     assert abs(posterior_mmd(a, b)) < 0.005 and posterior_mmd(a, shifted) > 0.02
-    assert abs(c2st(a, b) - 0.5) < 0.05
-    assert c2st(a, shifted) > 0.6
 
 
 def test_resimulation_error_and_coverage() -> None:

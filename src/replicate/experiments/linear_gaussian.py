@@ -6,7 +6,9 @@ x ~ N(0, I_d), y = A x + N(0, s^2 I_m). The posterior is Gaussian with covarianc
 model's samples of p(x | y) against it (Gaussian KL of the samples' moments to the analytic
 posterior, and the error of the posterior mean in posterior standard deviations);
 :func:`eps_sweep` trains the method at several ``eps`` against several noise levels ``s``;
-:func:`npe_runs` trains ``sbi``'s NPE, the field's standard baseline, on the same simulations.
+:func:`npe_runs` trains ``sbi``'s NPE, the field's standard baseline, on the same simulations;
+:func:`sbibm_npe_check` checks that NPE as trained here reaches what sbi's own benchmark
+publishes for it on sbibm's linear-Gaussian task.
 
 ``python -m replicate.experiments.linear_gaussian`` prints the README's table (minutes on 2 cores).
 
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor
 
 from replicate.files import write_table
-from replicate.metrics import mean_std_table
+from replicate.metrics import c2st, mean_std_cells, mean_std_table
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior
@@ -48,6 +50,9 @@ __all__ = [
     "learned_eps_runs",
     "npe_runs",
     "posterior_errors",
+    "SBIBM_DIM",
+    "SBIBM_NPE_C2ST",
+    "sbibm_npe_check",
     "summary_table",
     "train_flow",
     "train_npe",
@@ -322,6 +327,58 @@ def npe_runs(
     return _scored_runs(noise_levels, [fit], seeds, n_observations, n_samples, forward)
 
 
+# sbibm's gaussian_linear task (Lueckmann et al. 2021): theta ~ N(0, 0.1 I_10), x ~ N(theta,
+# 0.1 I_10). In units of the prior's std it is LinearGaussian(I_10, noise_std=1), and a C2ST
+# does not see the unit (both sets are z-scored).
+SBIBM_DIM = 10
+# What sbibm publishes for NPE there at 10^4 simulations: C2ST mean and std over its 10
+# observations (sbi-benchmark/results, benchmarking_sbi/results/main_paper.csv, rows
+# task=gaussian_linear, algorithm=NPE, num_simulations=10^4; sbi's NSF of that time, training
+# batches of 10,000, its C2ST classifier).
+SBIBM_NPE_C2ST = (0.552, 0.032)
+
+
+def sbibm_npe_check(
+    seeds: Sequence[int] = (0,),
+    *,
+    n_observations: int = 3,
+    n_simulations: int = 10_000,
+    n_samples: int = 10_000,
+) -> pd.DataFrame:
+    """The baseline's fairness check: sbi's NPE as this library trains it (:func:`train_npe`,
+    sbi's defaults) on sbibm's gaussian_linear task with ``n_simulations``, scored as sbibm
+    scores it: C2ST of ``n_samples`` of its draws against as many exact posterior draws, for
+    ``n_observations`` fresh observations per seed, by E4's classifier (``c2st``) and by sbibm's
+    (``c2st_sbibm``; :func:`replicate.metrics.c2st`). Set ``c2st_sbibm`` beside
+    :data:`SBIBM_NPE_C2ST`. One row per (seed, observation).
+
+    Example:
+        >>> runs = sbibm_npe_check([0], n_observations=1, n_simulations=300, n_samples=100)
+        >>> sorted(runs.columns)[:4]
+        ['c2st', 'c2st_sbibm', 'epochs', 'n_simulations']
+    """
+    problem = LinearGaussian(torch.eye(SBIBM_DIM), noise_std=1.0)
+    rows = []
+    for seed in seeds:
+        posterior, summary = train_npe(problem, seed=seed, n_train=n_simulations, n_validation=0)
+        _, y = problem.simulate(n_observations, torch.Generator().manual_seed(10_000 + seed))
+        mean, cov = problem.posterior(y)
+        torch.manual_seed(seed)
+        samples = posterior.sample(y.float(), n=n_samples).double()
+        exact = torch.distributions.MultivariateNormal(mean, cov).sample((n_samples,))
+        for i in range(n_observations):
+            scores = {
+                "c2st": c2st(samples[i], exact[:, i], seed),
+                "c2st_sbibm": c2st(
+                    samples[i], exact[:, i], seed, early_stopping=False, max_iter=10_000
+                ),
+            }
+            rows.append(
+                {"n_simulations": n_simulations, "seed": seed, "observation": i} | scores | summary
+            )
+    return pd.DataFrame(rows)
+
+
 # Each kind of run's table: what its rows are grouped by and the metrics shown.
 TABLE_COLUMNS = {
     "eps": (
@@ -333,15 +390,22 @@ TABLE_COLUMNS = {
         ["eps_over_noise", "kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"],
     ),
     "npe": (["noise_std"], ["kl", "mean_error", "std_ratio", "epochs", "seconds"]),
+    "sbibm": (["n_simulations"], ["c2st", "c2st_sbibm", "epochs", "seconds"]),
 }
 
 
 def summary_table(frame: pd.DataFrame, kind: str = "eps") -> pd.DataFrame:
     """Mean ± std over seeds of each metric (formatted cells) of the runs of one ``kind`` of
     :data:`TABLE_COLUMNS`: :func:`eps_sweep` (one row per (s, eps / s)),
-    :func:`learned_eps_runs` or :func:`npe_runs` (one row per s)."""
+    :func:`learned_eps_runs` or :func:`npe_runs` (one row per s), :func:`sbibm_npe_check` (one
+    row per budget; ``seeds`` counts its (seed, observation) runs, and ``sbibm`` is the published
+    C2ST)."""
     by, metrics = TABLE_COLUMNS[kind]
-    return mean_std_table(frame, by, metrics, digits={"epochs": 1, "seconds": 1})
+    table = mean_std_table(frame, by, metrics, digits={"epochs": 1, "seconds": 1})
+    if kind == "sbibm":
+        published = mean_std_cells([SBIBM_NPE_C2ST[0]], [SBIBM_NPE_C2ST[1]])[0]
+        table["sbibm"] = [published if n == 10_000 else "n/a" for n in table["n_simulations"]]
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -356,11 +420,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     choice.add_argument(
         "--npe", action="store_true", help="sbi's NPE on the same simulations, instead of ours"
     )
+    choice.add_argument(
+        "--sbibm",
+        action="store_true",
+        help="NPE on sbibm's gaussian_linear at 10^4 simulations against sbibm's published C2ST "
+        "(3 observations per seed; ~5 minutes of one core an observation)",
+    )
     parser.add_argument(
         "--run-dir",
         type=Path,
         default=None,
-        help="also write results/tables/linear_gaussian_{eps,learned_eps,npe}.{csv,md} below "
+        help="also write results/tables/linear_gaussian_{eps,learned_eps,npe,sbibm}.{csv,md} below "
         "this folder "
         "(every run's numbers in the CSV, the mean ± std table in the Markdown)",
     )
@@ -371,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         frame, kind = learned_eps_runs(args.noise, args.seeds), "learned_eps"
     elif args.npe:
         frame, kind = npe_runs(args.noise, args.seeds), "npe"
+    elif args.sbibm:
+        frame, kind = sbibm_npe_check(args.seeds), "sbibm"
     else:
         frame, kind = eps_sweep(args.noise, args.ratios, args.seeds), "eps"
     table = summary_table(frame, kind)

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
@@ -236,9 +238,13 @@ def fit_npe(
         show_progress_bars=False,
     )
     begin = time.perf_counter()
-    estimator = inference.append_simulations(x.to(device), y.to(device)).train(
-        **({"max_num_epochs": max_num_epochs} if max_num_epochs else {})
-    )
+    # sbi prints its convergence message; it goes to the log instead (stdout stays the caller's).
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        estimator = inference.append_simulations(x.to(device), y.to(device)).train(
+            **({"max_num_epochs": max_num_epochs} if max_num_epochs else {})
+        )
+    for line in filter(None, map(str.strip, printed.getvalue().splitlines())):
+        log.info("sbi: %s", line)
     summary = inference.summary
     restored = inference.restored_epochs
     return NPEPosterior(estimator).eval(), {

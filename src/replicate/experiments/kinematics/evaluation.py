@@ -34,12 +34,12 @@ import torch
 from torch import Tensor
 
 from replicate.experiments.kinematics.metrics import (
-    c2st,
     central_interval_coverage,
     posterior_mmd,
     resimulation_error,
 )
 from replicate.files import read_npz, write_npz
+from replicate.metrics import c2st
 
 __all__ = [
     "DISPLAY_SCALE",

@@ -3,8 +3,8 @@
 - :func:`posterior_mmd`: the unbiased MMD^2 with the multiscale inverse-multiquadric kernel the
   INN's own losses use (:func:`replicate.models.inn.mmd_multiscale`; Kruse et al. 2021 report an
   MMD of this family), on parameters scaled by the prior's standard deviations;
-- :func:`c2st`: classifier two-sample test, the cross-validated accuracy of a small neural network
-  (scikit-learn's ``MLPClassifier``) telling the two sets apart; 0.5 when they cannot be told;
+- :func:`replicate.metrics.c2st` (shared): classifier two-sample test, the cross-validated
+  accuracy of a small neural network telling the two sets apart; 0.5 when they cannot be told;
 - :func:`resimulation_error`: mean squared distance between f(x) and the observation;
 - :func:`central_interval_coverage`: for each parameter, how often the reference draws fall in
   the model's central credible interval (calibration).
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from replicate.experiments.kinematics.problem import PRIOR_STD, forward
 from replicate.models.inn import mmd_multiscale
 
-__all__ = ["MMD_WIDTHS", "c2st", "central_interval_coverage", "posterior_mmd", "resimulation_error"]
+__all__ = ["MMD_WIDTHS", "central_interval_coverage", "posterior_mmd", "resimulation_error"]
 
 # Kernel widths in prior standard deviations: from a tenth of the prior's spread to its whole.
 MMD_WIDTHS = (0.1, 0.3, 1.0)
@@ -50,33 +49,6 @@ def posterior_mmd(
     ``scale`` (the prior's standard deviations by default; None: as they are)."""
     a, b = _scaled(samples, scale), _scaled(reference, scale)
     return float(mmd_multiscale(a, b, widths, unbiased=True))
-
-
-def c2st(samples: Tensor, reference: Tensor, seed: int = 0, folds: int = 5) -> float:
-    """Classifier two-sample test accuracy (0.5: indistinguishable, 1: fully separated).
-
-    An ``MLPClassifier`` with two hidden layers of 10 x D units, on z-scored data (scored by
-    the reference's mean and std), ``folds``-fold cross-validated on equal numbers of each set
-    (the larger set is subsampled), seeded.
-    """
-    # scikit-learn takes a second to import; only the C2ST needs it.
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neural_network import MLPClassifier
-
-    a = np.asarray(torch.as_tensor(samples, dtype=torch.float64))
-    b = np.asarray(torch.as_tensor(reference, dtype=torch.float64))
-    n = min(len(a), len(b))
-    rng = np.random.default_rng(seed)
-    a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]
-    mean, std = b.mean(0), b.std(0) + 1e-12
-    data = (np.concatenate([a, b]) - mean) / std
-    labels = np.concatenate([np.zeros(n), np.ones(n)])
-    width = 10 * data.shape[1]
-    classifier = MLPClassifier(
-        hidden_layer_sizes=(width, width), max_iter=1000, random_state=seed, early_stopping=True
-    )
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(classifier, data, labels, cv=split, scoring="accuracy").mean())
 
 
 def resimulation_error(
