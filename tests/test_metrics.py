@@ -134,7 +134,6 @@ def test_summarise_mean_std_counts_on_a_hand_made_table() -> None:
         summarise(df, ["model"], ["nope"])
 
 
-
 def test_c2st_near_chance_for_one_distribution_and_clear_for_a_shift() -> None:
     g = torch.Generator().manual_seed(5)
     a = torch.randn(600, 4, generator=g, dtype=torch.float64)
