@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from replicate.metrics import c2st, mean_std_cells, mean_std_table
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior
+from replicate.runtime import setup_logging
 from replicate.training import fit_conditional
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "train_flow",
     "train_npe",
 ]
+
+log = logging.getLogger("replicate")
 
 # The forward matrix of the README's table: 2 parameters, 2 observations, correlated and of
 # different sensitivities, so the posterior is a tilted ellipse that differs from the prior.
@@ -258,6 +262,7 @@ def _scored_runs(
                 model, columns, summary = fit(problem, seed)
                 errors = _scores(model, problem, seed, n_observations, n_samples)
                 rows.append({"noise_std": s} | columns | errors | summary)
+                log.info("run %d: s %g, %s -> %s", len(rows), s, columns, errors)
     return pd.DataFrame(rows)
 
 
@@ -376,6 +381,7 @@ def sbibm_npe_check(
             rows.append(
                 {"n_simulations": n_simulations, "seed": seed, "observation": i} | scores | summary
             )
+            log.info("seed %d, observation %d of %d: %s", seed, i + 1, n_observations, scores)
     return pd.DataFrame(rows)
 
 
@@ -435,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(every run's numbers in the CSV, the mean ± std table in the Markdown)",
     )
     args = parser.parse_args(argv)
+    setup_logging()  # a line per run on stderr: the runs take minutes
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     begin = time.perf_counter()
     if args.learned:
