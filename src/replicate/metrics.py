@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import ot
 import pandas as pd
 import torch
 
@@ -130,6 +129,10 @@ def wasserstein2(
         >>> wasserstein2(a, a[::-1])
         0.0
     """
+    # POT imports scikit-learn's clustering on the way (over a second): only W2 needs it, so
+    # the training and plotting jobs that import this module do not pay for it.
+    import ot
+
     a, b = _numpy(a).astype(np.float64), _numpy(b).astype(np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"need two (n, d) arrays with the same d, got {a.shape} and {b.shape}")

@@ -3,6 +3,9 @@ each reading the rule's inputs, calling the library (problem, training, evaluati
 benchmark) and writing its outputs; the thread pool and the device come from
 :func:`replicate.runtime.run_stage`.
 
+The figure stages import their figure modules themselves: matplotlib and seaborn take about a
+second to import, which every training and evaluation job would otherwise pay at its start.
+
 Example:
     >>> import tempfile, pathlib, json
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -48,7 +51,6 @@ from replicate.experiments.gmm.evaluation import (
     metrics_summary,
     posterior_scores,
 )
-from replicate.experiments.gmm.figures import model_title, training_curves_figure
 from replicate.experiments.gmm.problem import GaussianMixture
 from replicate.experiments.gmm.training import (
     RESUME_EVERY,
@@ -57,13 +59,6 @@ from replicate.experiments.gmm.training import (
     training_setup,
 )
 from replicate.files import atomic_path, write_json, write_table
-from replicate.plots import (
-    Panel,
-    figure_gmm,
-    figure_panels,
-    save_figure,
-    use_style,
-)
 from replicate.runtime import resolve_device
 from replicate.training import TrainingFiles, fit_to_files
 
@@ -399,6 +394,9 @@ def plot_fig5_1(
     png_path: str | os.PathLike,
 ) -> None:
     """Paper Figure 5.1 for one run (PNG + PDF): forward-pass labels and posterior samples."""
+    from replicate.experiments.gmm.figures import model_title
+    from replicate.plots import figure_gmm, save_figure, use_style
+
     use_style()
     result = _read_eval(eval_json)
     gm = GaussianMixture(result["label_map"])
@@ -447,6 +445,9 @@ def plot_fig5_2(
 
     A diverged run's panel says so. Each panel's title carries its in-mode fraction and W2.
     """
+    from replicate.experiments.gmm.figures import model_title
+    from replicate.plots import Panel, figure_panels, save_figure, use_style
+
     use_style()
     panels, label_map, n_inn, network = [], None, 0, ""
     for model, samples_csv, eval_json in zip(models, samples_csvs, eval_jsons, strict=True):
@@ -500,6 +501,9 @@ def plot_training_curves(
         >>> sorted(p.name for p in d.glob("t.*"))
         ['t.pdf', 't.png']
     """
+    from replicate.experiments.gmm.figures import training_curves_figure
+    from replicate.plots import save_figure, use_style
+
     use_style()
     fig = training_curves_figure(history_csvs, status_jsons, network, label_map, gmm_config)
     save_figure(fig, png_path)

@@ -2,6 +2,9 @@
 the rule's inputs, calling the library (problem, training, evaluation, figures) and writing its
 outputs; the thread pool and the device come from :func:`replicate.runtime.run_stage`.
 
+The figure stages import their figure modules themselves: matplotlib and seaborn take about a
+second to import, which every training and evaluation job would otherwise pay at its start.
+
 Example:
     >>> import tempfile, pathlib
     >>> net = {"n_blocks": 2, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "init_scale": None,
@@ -41,7 +44,6 @@ from replicate.experiments.kinematics.evaluation import (
     score_summary,
     write_samples,
 )
-from replicate.experiments.kinematics.figures import figure_eps, figure_posteriors
 from replicate.experiments.kinematics.metrics import MMD_WIDTHS, resimulation_error
 from replicate.experiments.kinematics.npe import train_npe_model
 from replicate.experiments.kinematics.problem import forward, rejection_sample, sample_prior
@@ -53,7 +55,6 @@ from replicate.experiments.kinematics.training import (
 )
 from replicate.files import read_json, write_json, write_npz, write_table
 from replicate.metrics import mean_std_cells, summarise
-from replicate.plots import save_figure
 from replicate.runtime import resolve_device
 from replicate.training import TrainingFiles, fit_to_files
 
@@ -325,6 +326,9 @@ def plot_posteriors(
 ) -> None:
     """Rule plot_kinematics_posteriors: :func:`figure_posteriors` for the chosen observations,
     the reference first, then ``models`` (one seed's samples each, in ``sample_paths``)."""
+    from replicate.experiments.kinematics.figures import figure_posteriors
+    from replicate.plots import save_figure
+
     reference = load_reference(reference_path)
     n = len(reference.observations)
     bad = [i for i in observation_indices if not 0 <= i < n]
@@ -345,4 +349,7 @@ def plot_posteriors(
 
 def plot_eps(csv_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
     """Rule plot_kinematics_eps: :func:`figure_eps` from the metrics table."""
+    from replicate.experiments.kinematics.figures import figure_eps
+    from replicate.plots import save_figure
+
     save_figure(figure_eps(pd.read_csv(csv_path)), png_path)

@@ -8,6 +8,9 @@ modules, the thread pool and the device come from :func:`replicate.runtime.run_s
   generator's metrics and the references that put them on a scale;
 - issue 29 (``latent_joint.smk``): the auto-encoder and the flow trained together, and the
   ablation table that sets them next to the pretrained pipeline.
+
+The figure stages import their figure modules themselves: matplotlib and seaborn take about a
+second to import, which every training and evaluation job would otherwise pay at its start.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from replicate import plots
 from replicate.data import load_images
 from replicate.experiments.latent.autoencoder import (
     encode_images,
@@ -48,12 +50,6 @@ from replicate.experiments.latent.evaluation import (
     style_images,
     table1,
     table1_markdown,
-)
-from replicate.experiments.latent.figures import (
-    figure_latent_training,
-    figure_reconstructions,
-    figure_samples_by_class,
-    figure_style,
 )
 from replicate.experiments.latent.joint import load_joint, save_joint, train_joint
 from replicate.experiments.latent.judges import (
@@ -190,6 +186,9 @@ def reconstruction_figure_stage(
     device: str = "cpu",
 ) -> None:
     """Rule ``plot_reconstructions``: test originals (top row) above their reconstructions."""
+    from replicate import plots
+    from replicate.experiments.latent.figures import figure_reconstructions
+
     dev = resolve_device(device)
     model = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
     images, _ = load_images(data_dir, dataset, "test", latent_config["n_test"])
@@ -286,6 +285,9 @@ def fig5_3_stage(
     samples_path: str | os.PathLike, dataset: str, n_per_class: int, png_path: str | os.PathLike
 ) -> None:
     """Rule ``plot_fig5_3``: 10 rows (one per class) of the first ``n_per_class`` samples."""
+    from replicate import plots
+    from replicate.experiments.latent.figures import figure_samples_by_class
+
     with np.load(samples_path) as f:
         images, labels = f["images"], f["labels"]
     try:
@@ -307,6 +309,9 @@ def fig5_4_stage(
     device: str = "cpu",
 ) -> None:
     """Rule ``plot_fig5_4``: rows of one fixed z each, the label varied 0..9 along the row."""
+    from replicate import plots
+    from replicate.experiments.latent.figures import figure_style
+
     dev = resolve_device(device)
     flow = load_latent_flow(flow_path, latent_config["flow"], dev)
     ae = load_autoencoder(autoencoder_path, latent_config["autoencoder"], dev)
@@ -324,6 +329,9 @@ def training_curves_stage(
 ) -> None:
     """Rule ``plot_training_latent``: per-epoch training losses of the auto-encoder and of every
     latent flow and cINN (one line per seed), read from what their training rules recorded."""
+    from replicate import plots
+    from replicate.experiments.latent.figures import figure_latent_training
+
     autoencoder = json.loads(Path(autoencoder_metrics_path).read_text())
     runs: dict[str, list[list[float]]] = {}
     for path in history_paths:
