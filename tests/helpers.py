@@ -242,6 +242,17 @@ def steps_done(log: str) -> int:
     return int(steps[-1][1])
 
 
+def jobs_in_start_order(workdir: Path) -> list[tuple[str, str]]:
+    """``(rule, wildcards)`` of every job of the first Snakemake run in ``workdir``, in the order
+    it started them, read from that run's log (``.snakemake/log``)."""
+    log = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    starts = re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", log, re.MULTILINE)
+    return [
+        (rule, next(iter(re.findall(r"^    wildcards: (.*)$", body, re.MULTILINE)), ""))
+        for rule, body in starts
+    ]
+
+
 def files_written_since(run: Path, since_ns: int) -> list[Path]:
     """Files below results/ of ``run``, relative to it, written at or after ``since_ns``."""
     return sorted(

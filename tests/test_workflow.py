@@ -14,6 +14,7 @@ from helpers import (
     PAPER_TABLES,
     compare_outputs,
     copy_run,
+    jobs_in_start_order,
     jobs_of_run,
     one_job_per_rule,
     redo_jobs,
@@ -40,6 +41,21 @@ def test_every_rule_writes_its_log(smoke_run: Path) -> None:
     logs = list((smoke_run / "results" / "logs").rglob("*.log"))
     assert logs, "no rule logs under results/logs"
     assert all(log.stat().st_size > 0 for log in logs), "empty rule logs"
+
+
+def test_the_longest_chains_start_first(smoke_run: Path) -> None:
+    """Rule priorities (workflow/rules/common.smk): the data first, then the auto-encoders and
+    sbi's NPE trainings before any Gaussian-mixture training, whatever order the DAG lists them."""
+    started = jobs_in_start_order(smoke_run)
+    assert [rule for rule, _ in started[:2]] == ["prepare_data", "prepare_data"], started[:4]
+    first_gmm = next(i for i, (rule, _) in enumerate(started) if rule == "train_gmm")
+    long_jobs = [
+        i
+        for i, (rule, wildcards) in enumerate(started)
+        if rule == "train_autoencoder" or (rule == "train_kinematics" and "model=npe," in wildcards)
+    ]
+    assert len(long_jobs) == 4, started  # two datasets, NPE on the smoke config's two seeds
+    assert max(long_jobs) < first_gmm, started[: first_gmm + 1]
 
 
 def test_second_run_has_nothing_to_do(smoke_run: Path) -> None:

@@ -10,6 +10,14 @@ validate_config(
 SEEDS = config["seeds"]
 DATASETS = ["mnist", "fashion_mnist"]
 
+# Among jobs ready to run, Snakemake starts the higher priority first. The longest chains start
+# first, so that short jobs fill the cores (or the GPU's share) around them instead of leaving
+# one long job running alone at the end: the data (every E3 job waits on it), E3's auto-encoders
+# (1.5 h each on 2 CPU cores; on a GPU the head of the DAG's longest path) and sbi's NPE
+# (1.4-3.7 core-hours a seed), then what follows the auto-encoders. Outputs do not depend on it.
+PRIORITY_FIRST = 2
+PRIORITY_EARLY = 1
+
 
 wildcard_constraints:
     seed=r"\d+",

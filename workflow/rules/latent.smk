@@ -28,6 +28,7 @@ rule train_autoencoder:
         "results/logs/latent/train_autoencoder_{dataset}.log",
     benchmark:
         "results/benchmarks/latent/train_autoencoder_{dataset}.tsv"
+    priority: PRIORITY_FIRST
     conda:
         "../../envs/replicate.yaml"
     threads: 2
@@ -54,6 +55,7 @@ rule encode_latents:
         "results/latent/{dataset}/latents.npz",
     log:
         "results/logs/latent/encode_latents_{dataset}.log",
+    priority: PRIORITY_EARLY
     conda:
         "../../envs/replicate.yaml"
     threads: 2
@@ -106,6 +108,7 @@ rule train_latent_flow:
         "results/logs/latent/train_flow_{dataset}_seed{seed}.log",
     benchmark:
         "results/benchmarks/latent/train_flow_{dataset}_seed{seed}.tsv"
+    priority: PRIORITY_EARLY
     conda:
         "../../envs/replicate.yaml"
     threads: 1

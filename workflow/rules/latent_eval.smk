@@ -68,6 +68,7 @@ rule train_latent_cinn:
         "results/logs/latent_eval/train_cinn_{dataset}_seed{seed}.log",
     benchmark:
         "results/benchmarks/latent_eval/train_cinn_{dataset}_seed{seed}.tsv"
+    priority: PRIORITY_EARLY
     conda:
         "../../envs/replicate.yaml"
     threads: 1
