@@ -8,6 +8,7 @@ Example:
     ...                               "mnist")
     >>> len(fig.axes)
     1
+    >>> plt.close(fig)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def figure_image_grid(
         >>> fig = figure_image_grid(np.zeros((2, 3, 28, 28), np.uint8), ["a", "b"])
         >>> len(fig.axes)
         1
+        >>> plt.close(fig)
     """
     rows, cols = grid.shape[:2]
     mosaic = grid.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
