@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import killed_after_checkpoints
+import yaml
+from helpers import SMOKE_CONFIG, killed_after_checkpoints
 
 from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
@@ -184,6 +185,8 @@ def test_ablation_table_reads_the_pretrained_outputs_and_summarises_over_seeds(
         ours.write_text(
             json.dumps({"dataset": "fashion_mnist", "seed": seed, "test_accuracy": acc, **metrics})
         )
+        cinn = tmp_path / f"cinn{seed}.json"
+        cinn.write_text(json.dumps({"test_accuracy": acc - 0.01}))
         refs = tmp_path / "refs.json"
         refs.write_text(
             json.dumps(
@@ -197,7 +200,7 @@ def test_ablation_table_reads_the_pretrained_outputs_and_summarises_over_seeds(
         )
         ae = tmp_path / "ae.json"
         ae.write_text(json.dumps({"test": {"mse": 0.01}}))
-        pretrained.append((ours, refs, ae))
+        pretrained.append((ours, cinn, refs, ae))
     joint = tmp_path / "joint.json"
     joint.write_text(
         json.dumps(
@@ -206,6 +209,7 @@ def test_ablation_table_reads_the_pretrained_outputs_and_summarises_over_seeds(
                 "dataset": "fashion_mnist",
                 "seed": 0,
                 "test_accuracy": 0.9,
+                "cinn_test_accuracy": 0.89,
                 "code_mlp_accuracy": 0.91,
                 "reconstruction_mse": 0.012,
                 **metrics,
@@ -215,8 +219,26 @@ def test_ablation_table_reads_the_pretrained_outputs_and_summarises_over_seeds(
     frame = ablation_table_stage(pretrained, [joint], tmp_path / "t.csv", tmp_path / "t.md")
     assert frame["configuration"].tolist() == ["pretrained", "pretrained", "joint_nll1"]
     assert frame["code_mlp_accuracy"].tolist() == [0.8899, 0.8899, 0.91]
-    assert pd.read_csv(tmp_path / "t.csv").shape == (3, 9)
+    assert frame["cinn_test_accuracy"].tolist() == [0.87, 0.88, 0.89]
+    assert pd.read_csv(tmp_path / "t.csv").shape == (3, 10)
     md = (tmp_path / "t.md").read_text()
     expected = f"{np.mean([0.88, 0.89]):.4f} ± {np.std([0.88, 0.89], ddof=1):.4f}"
     assert expected in md
     assert "0.901" in md  # the paper's accuracy next to it
+
+
+@pytest.mark.slow
+def test_smoke_ablation_reads_the_cinn_of_every_configuration(smoke_run: Path) -> None:
+    """A pretrained row's cINN accuracy is the pipeline's evaluation of that seed's cINN; a joint
+    row's is a cINN trained on that joint model's codes, scored on the whole test set."""
+    n_test = yaml.safe_load(SMOKE_CONFIG.read_text())["latent"]["n_test"]
+    table = pd.read_csv(smoke_run / "results" / "tables" / "latent_ablation.csv")
+    assert set(table["configuration"]) == {"pretrained", "joint_stop_gradient", "joint_nll1"}
+    for row in table.itertuples():
+        if row.configuration == "pretrained":
+            latent = smoke_run / "results" / "latent" / row.dataset
+            cinn = json.loads((latent / f"metrics_cinn_seed{row.seed}.json").read_text())
+            assert row.cinn_test_accuracy == cinn["test_accuracy"]
+        else:
+            correct = row.cinn_test_accuracy * n_test
+            assert 0 <= correct <= n_test and abs(correct - round(correct)) < 1e-6, row

@@ -3,14 +3,16 @@
 
 
 def pretrained_ablation_inputs(wildcards):
-    """Per dataset and seed of the ablation: the pretrained pipeline's metrics, its references
-    (the MLP on the code) and its auto-encoder's reconstruction error."""
+    """Per dataset and seed of the ablation: the pretrained pipeline's metrics of ours and of the
+    cINN, its references (the MLP on the code) and its auto-encoder's reconstruction error.
+    """
     return [
         path.format(dataset=dataset, seed=seed)
         for dataset in LATENT_DATASETS
         for seed in JOINT["ablation_seeds"]
         for path in (
             "results/latent/{dataset}/metrics_ours_seed{seed}.json",
+            "results/latent/{dataset}/metrics_cinn_seed{seed}.json",
             rules.evaluate_latent_references.output[0],
             rules.train_autoencoder.output.metrics,
         )

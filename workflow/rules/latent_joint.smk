@@ -11,6 +11,7 @@ JOINT_SETTINGS = {
 JOINT_EVAL_SETTINGS = {
     **JOINT_SETTINGS,
     "n_eval_samples_per_class": LATENT["n_eval_samples_per_class"],
+    "cinn": LATENT["cinn"],  # the baseline, trained on each joint model's codes
 }
 
 

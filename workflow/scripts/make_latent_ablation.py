@@ -8,8 +8,8 @@ pretrained = list(snakemake.input.pretrained)
 run_stage(
     snakemake,
     ablation_table_stage,
-    # Three files per dataset and seed, in the order pretrained_ablation_inputs lists them.
-    pretrained=[tuple(pretrained[i : i + 3]) for i in range(0, len(pretrained), 3)],
+    # Four files per dataset and seed, in the order pretrained_ablation_inputs lists them.
+    pretrained=[tuple(pretrained[i : i + 4]) for i in range(0, len(pretrained), 4)],
     joint_eval_paths=list(snakemake.input.joint),
     csv_path=snakemake.output.csv,
     md_path=snakemake.output.md,

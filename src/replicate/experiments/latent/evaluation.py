@@ -303,6 +303,7 @@ def latent_metrics_markdown(table: pd.DataFrame) -> str:
 # -- issue 29: the pretrained pipeline next to joint training ---------------------------------
 ABLATION_METRICS = (
     "test_accuracy",
+    "cinn_test_accuracy",
     "code_mlp_accuracy",
     "reconstruction_mse",
     "sample_accuracy",
@@ -313,19 +314,22 @@ ABLATION_METRICS = (
 
 def pretrained_ablation_row(
     ours: Mapping[str, Any],
+    cinn: Mapping[str, Any],
     references: Mapping[str, Any],
     autoencoder: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The ablation table's row of the pretrained pipeline for one dataset and seed, from its
-    outputs: the seed's metrics (``ours``), the references' MLP on the code and the
-    auto-encoder's test reconstruction error.
+    outputs: the seed's metrics of ours and of the cINN baseline, the references' MLP on the code
+    and the auto-encoder's test reconstruction error.
 
     Example:
         >>> ours = {"dataset": "mnist", "seed": 0, "test_accuracy": 0.98,
         ...         "sample_accuracy": 0.9, "frechet_distance": 2.0, "label_probe_accuracy": 0.2}
         >>> refs = {"rows": [{"model": "MLP on the auto-encoder code", "test_accuracy": 0.983}]}
-        >>> pretrained_ablation_row(ours, refs, {"test": {"mse": 0.01}})["code_mlp_accuracy"]
-        0.983
+        >>> cinn, ae = {"test_accuracy": 0.97}, {"test": {"mse": 0.01}}
+        >>> row = pretrained_ablation_row(ours, cinn, refs, ae)
+        >>> row["code_mlp_accuracy"], row["cinn_test_accuracy"]
+        (0.983, 0.97)
     """
     mlp = next(r for r in references["rows"] if r["model"] == "MLP on the auto-encoder code")
     return {
@@ -333,6 +337,7 @@ def pretrained_ablation_row(
         "dataset": ours["dataset"],
         "seed": ours["seed"],
         "test_accuracy": ours["test_accuracy"],
+        "cinn_test_accuracy": cinn["test_accuracy"],
         "code_mlp_accuracy": mlp["test_accuracy"],
         "reconstruction_mse": autoencoder["test"]["mse"],
         "sample_accuracy": ours["sample_accuracy"],

@@ -549,7 +549,10 @@ def evaluate_joint_stage(
     (:func:`code_classifier_accuracy`); ``reconstruction_mse`` per pixel on the test images;
     ``sample_accuracy`` and ``frechet_distance`` by the judging classifier on
     ``n_eval_samples_per_class`` generated images per class; ``label_probe_accuracy`` the label a
-    linear map reads from z.
+    linear map reads from z; ``cinn_test_accuracy`` the cINN baseline trained on the joint model's
+    training codes as the pipeline trains it on the pretrained codes (``latent.cinn``, the same
+    seed), classifying the test codes by Bayes' rule: which of the two models reads the code
+    better, apart from what the code holds.
     """
     settings = latent_config["joint"]["variants"][variant]
     model = load_joint(model_path, latent_config, settings, seed)
@@ -561,6 +564,10 @@ def evaluate_joint_stage(
     y = {s: split[s][1] for s in split}
     z = {s: flow.encode(torch.as_tensor(u[s])).numpy() for s in split}
     test = evaluate_latent_flow(flow, u["test"], y["test"], seed=seed)
+    cinn, _ = train_latent_cinn(
+        u["train"], y["train"], latent_config["flow"], int(latent_config["cinn"]["epochs"]), seed
+    )
+    cinn_scores = _batched(cinn.classify, torch.as_tensor(u["test"], dtype=torch.float32))
     images, labels = sample_images(flow, ae, int(latent_config["n_eval_samples_per_class"]), seed)
     classifier = load_classifier(classifier_path)
     _, real_features = classifier_outputs(classifier, split["test"][0])
@@ -570,6 +577,7 @@ def evaluate_joint_stage(
         "seed": seed,
         **settings,
         "test_accuracy": test["accuracy"],
+        "cinn_test_accuracy": accuracy(cinn_scores, torch.as_tensor(y["test"])),
         "code_mlp_accuracy": code_classifier_accuracy(u["train"], y["train"], u["test"], y["test"]),
         "reconstruction_mse": reconstruction_error(ae, split["test"][0])["mse"],
         **judge_images(classifier, images, labels, real_features),
@@ -582,14 +590,14 @@ def evaluate_joint_stage(
 
 
 def ablation_table_stage(
-    pretrained: Sequence[tuple[str | os.PathLike, str | os.PathLike, str | os.PathLike]],
+    pretrained: Sequence[Sequence[str | os.PathLike]],
     joint_eval_paths: Sequence[str | os.PathLike],
     csv_path: str | os.PathLike,
     md_path: str | os.PathLike,
 ) -> pd.DataFrame:
     """Rule ``latent_ablation``: :func:`ablation_table` of the pretrained pipeline's rows
-    (``pretrained``: per dataset and seed, the JSONs of the seed's metrics, of the references and
-    of the auto-encoder: :func:`pretrained_ablation_row`)
+    (``pretrained``: per dataset and seed, the JSONs of the seed's metrics of ours and of the cINN,
+    of the references and of the auto-encoder: :func:`pretrained_ablation_row`)
     and of the joint models' evaluations (``joint_eval_paths``), as CSV and Markdown."""
     rows = [
         pretrained_ablation_row(*(json.loads(Path(p).read_text()) for p in paths))
