@@ -13,7 +13,8 @@
 #      speed become the DAG's `--resources gpu_jobs=N`;
 #   3. runs the default DAG from nothing with --cores $CORES (.device/gpu-check.sh) -> dag.log,
 #      jobs.tsv, summary.txt, dmon.txt, results.tgz, and span.json (device, span_s, jobs_done,
-#      jobs_total), leaving TEST_S + BENCH_S seconds for
+#      jobs_total, and jobs_left: per rule, the jobs not finished), leaving TEST_S + BENCH_S
+#      seconds for
 #   4. the CUDA tests (pytest -m cuda tests/test_gpu.py) -> pytest_cuda.txt, and
 #   5. benchmarks/gpu_speed.py -> gpu_speed.csv, gpu_speed.txt.
 # Rehearse without a GPU: LOCAL=1 BUDGET_S=300 BENCH_S=60 CORES=2 SMK_ARGS="--configfile
@@ -65,10 +66,18 @@ from pathlib import Path
 out = Path(sys.argv[1])
 # The DAG's own wall-clock, as gpu-check.sh measures it around `snakemake` ("DAG end .. wall=..").
 wall = int(re.findall(r"wall=(\d+) s", (out / "gpu_check.txt").read_text())[-1])
-steps = re.findall(r"(\d+) of (\d+) steps", (out / "dag.log").read_text(errors="replace"))
+log = (out / "dag.log").read_text(errors="replace")
+steps = re.findall(r"(\d+) of (\d+) steps", log)
 done, total = map(int, steps[-1]) if steps else (0, None)
+# Per rule, the jobs planned (the first "Job stats" table) less those finished: whether only
+# NPE's trainings and what waits on them were left when the time ran out.
+stats = re.search(r"^Job stats:\n.*?\n-+ +-+\n(.*?)\n(?:total|\n)", log, re.MULTILINE | re.DOTALL)
+planned = {r: int(n) for r, n in re.findall(r"^(\w+) +(\d+)$", stats[1], re.MULTILINE)} if stats else {}
+for rule in re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)", log, re.MULTILINE):
+    planned[rule] = planned.get(rule, 0) - 1
 machine = json.loads((out / "machine.json").read_text())
-span = {"device": machine["gpu"] or "cpu", "span_s": wall, "jobs_done": done, "jobs_total": total}
+span = {"device": machine["gpu"] or "cpu", "span_s": wall, "jobs_done": done, "jobs_total": total,
+        "jobs_left": {rule: n for rule, n in planned.items() if n > 0}}
 (out / "span.json").write_text(json.dumps(span) + "\n")
 print(json.dumps(span))
 EOF
