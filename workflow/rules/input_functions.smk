@@ -1,5 +1,6 @@
-# Rule inputs computed from the configuration, one named function per input (the rule files
-# define the rules and names used here, which Snakemake has read by the time one is called).
+# Rule inputs (and a priority) computed from the configuration and the wildcards, one named
+# function each (the rule files define the rules and names used here, which Snakemake has read by
+# the time one is called).
 
 
 def pretrained_ablation_inputs(wildcards):
@@ -11,8 +12,11 @@ def pretrained_ablation_inputs(wildcards):
         for dataset in LATENT_DATASETS
         for seed in JOINT["ablation_seeds"]
         for path in (
-            "results/latent/{dataset}/metrics_ours_seed{seed}.json",
-            "results/latent/{dataset}/metrics_cinn_seed{seed}.json",
+            *expand(
+                rules.evaluate_latent_generator.output[0],
+                model=["ours", "cinn"],
+                allow_missing=True,
+            ),
             rules.evaluate_latent_references.output[0],
             rules.train_autoencoder.output.metrics,
         )
@@ -26,4 +30,13 @@ def joint_ablation_inputs(wildcards):
         dataset=LATENT_DATASETS,
         variant=JOINT["ablation_variants"],
         seed=JOINT["ablation_seeds"],
+    )
+
+
+def kinematics_training_priority(wildcards):
+    """sbi's NPE trainings are the DAG's longest jobs: they start first (common.smk)."""
+    return (
+        PRIORITY_FIRST
+        if kinematics_settings.model_kind(wildcards.model) == "npe"
+        else 0
     )

@@ -59,7 +59,7 @@ rule train_kinematics:
         "results/benchmarks/kinematics/train_{model}_seed{seed}.tsv"
     wildcard_constraints:
         model="|".join(map(re.escape, KIN_MODELS)),
-    priority: lambda wildcards: PRIORITY_FIRST if wildcards.model == "npe" else 0
+    priority: kinematics_training_priority
     conda:
         "../../envs/replicate.yaml"
     threads: 2
