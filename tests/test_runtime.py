@@ -1,11 +1,13 @@
-"""replicate.runtime: device selection and divergence checks."""
+"""replicate.runtime: device selection, divergence checks and progress lines."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
 
-from replicate.runtime import TrainingDiverged, check_finite, resolve_device
+from replicate.runtime import ProgressLog, TrainingDiverged, check_finite, resolve_device
 
 
 @pytest.mark.parametrize("cuda_available", [True, False])
@@ -29,3 +31,12 @@ def test_check_finite_reports_iteration_and_terms() -> None:
     with pytest.raises(TrainingDiverged, match=r"iteration 7: .*z=nan") as err:
         check_finite(7, {"loss": torch.tensor(1.0), "z": torch.tensor(float("nan"))})
     assert err.value.iteration == 7
+
+
+def test_progress_rate_of_a_resumed_run_counts_from_where_it_resumed(caplog) -> None:
+    progress = ProgressLog(total=100, every=10, start=40)
+    with caplog.at_level(logging.INFO, logger="replicate"):
+        progress.update(50, {"loss": 1.0}, now=progress.last + 2.0)  # 10 iterations in 2 s
+        progress.update(60, {"loss": 0.5}, now=progress.last + 4.0)  # 10 more in 4 s
+    rates = [r.getMessage().rsplit(" ", 2)[-2] for r in caplog.records]
+    assert rates == ["5.00", "2.50"]

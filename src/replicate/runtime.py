@@ -174,10 +174,12 @@ class ProgressLog:
         >>> p.update(5, {"loss": 1.0})  # logs "iteration 5/10 (50%) loss=1 ..."
     """
 
-    def __init__(self, total: int, every: int = 50, what: str = "iteration") -> None:
+    def __init__(
+        self, total: int, every: int = 50, what: str = "iteration", start: int = 0
+    ) -> None:
         self.total, self.every, self.what = total, max(1, every), what
         self.last = time.perf_counter()
-        self.last_step = 0
+        self.last_step = start  # a resumed run's rate counts from where it resumed
 
     def update(self, step: int, terms: Mapping[str, float], now: float | None = None) -> None:
         """Log ``step``'s terms if it is due; ``now``: when it ran (default: now), for the rate

@@ -299,7 +299,7 @@ def fit(
         result.best_segment = int(np.argmin(result.validation)) + 1
     start = result.resumed_at = len(result.history)
     runner = StepRunner(step, optimizer, grad_clip)
-    progress = ProgressLog(iterations, progress_every, what) if progress_every else None
+    progress = ProgressLog(iterations, progress_every, what, start) if progress_every else None
     n_segments = -(-iterations // segment)
     begin = time.perf_counter()
     try:
