@@ -1,6 +1,6 @@
 # Replication of Xiao, Yan & Amit (2019), "A Method to Model Conditional Distributions with
 # Normalizing Flows". `snakemake --cores 8` regenerates every figure and Table 1 under results/,
-# and the inverse-kinematics experiment (E4) beyond the paper.
+# and beyond the paper the inverse-kinematics experiment (E4) and the linear-Gaussian check of eps.
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -24,6 +24,7 @@ include: "workflow/rules/latent.smk"
 include: "workflow/rules/latent_eval.smk"
 include: "workflow/rules/latent_joint.smk"
 include: "workflow/rules/kinematics.smk"
+include: "workflow/rules/linear_gaussian.smk"
 
 
 rule all:
@@ -36,3 +37,4 @@ rule all:
         LATENT_EVAL_TARGETS,
         LATENT_JOINT_TARGETS,
         KINEMATICS_TARGETS,
+        LINEAR_GAUSSIAN_TARGETS,

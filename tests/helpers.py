@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = REPO / "config" / "smoke.yaml"
 PAPER_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def merged_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` key by key, as Snakemake merges a --configfile."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged_config(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def small_gmm_settings(model: str, network: str) -> dict:

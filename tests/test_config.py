@@ -10,23 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO, snakemake
+from helpers import REPO, merged_config, snakemake
 
 from replicate.config import ConfigError, validate_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` merged into ``base`` key by key, as Snakemake merges a --configfile."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _problems(edit: Callable[[dict[str, Any]], object]) -> str:
@@ -150,6 +139,20 @@ def test_relations_between_keys_are_checked_once_every_key_is_well_formed() -> N
             "gmm.networks.reference.total_dim (9) must be >= the label's 8 dims + "
             "gmm.inn.latent_dim (2), or null",
         ),
+        (
+            _set("linear_gaussian.forward", [[1.0, 0.5], [0.3]]),
+            "linear_gaussian.forward [[1.0, 0.5], [0.3]]: rows of different lengths",
+        ),
+        (
+            _set("linear_gaussian.eps_over_noise", [1.0, 1.0000001]),
+            "linear_gaussian.eps_over_noise [1.0, 1.0000001]: values that agree to 6 significant "
+            "digits would give two models one name (ours_eps<ratio>s)",
+        ),
+        (
+            _set("linear_gaussian.training.batch_size", 5000),
+            "linear_gaussian.training.batch_size (5000) must be <= "
+            "linear_gaussian.training.n_train (4096)",
+        ),
     ],
 )
 def test_networks_that_cannot_hold_the_problem_are_refused(edit, message: str) -> None:
@@ -161,7 +164,7 @@ def test_networks_that_cannot_hold_the_problem_are_refused(edit, message: str) -
 )
 def test_shipped_configurations_are_valid(name: str) -> None:
     over = yaml.safe_load((REPO / "config" / name).read_text())
-    validate_config(_merged(PAPER, over), SCHEMA)
+    validate_config(merged_config(PAPER, over), SCHEMA)
 
 
 def test_schema_gives_every_key_a_type_and_every_number_a_lower_bound() -> None:

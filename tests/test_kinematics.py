@@ -22,7 +22,7 @@ from replicate.experiments.kinematics.problem import (
     rejection_sample,
     sample_prior,
 )
-from replicate.experiments.linear_gaussian import LinearGaussian
+from replicate.experiments.linear_gaussian.problem import LinearGaussian
 from replicate.models.inn import mmd_multiscale
 
 torch.set_num_threads(1)

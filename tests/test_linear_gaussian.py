@@ -5,24 +5,32 @@ rule (eps = the observation's noise std) that ConditionalFlow.for_observations f
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
+from helpers import PAPER_CONFIG, REPO, SMOKE_CONFIG, merged_config
 from scipy.stats import multivariate_normal
 
-from replicate.experiments.linear_gaussian import (
-    DEFAULT_FORWARD,
+from replicate.experiments.linear_gaussian.evaluation import (
     SBIBM_DIM,
-    LinearGaussian,
-    eps_sweep,
-    gaussian_kl,
-    npe_runs,
-    posterior_errors,
+    run_model,
     sbibm_npe_check,
+    sbibm_table,
     summary_table,
-    train_flow,
 )
+from replicate.experiments.linear_gaussian.problem import (
+    DEFAULT_FORWARD,
+    LinearGaussian,
+    gaussian_kl,
+    posterior_errors,
+)
+from replicate.experiments.linear_gaussian.settings import model_names, run_settings
+from replicate.experiments.linear_gaussian.training import train_flow
+from replicate.files import read_json
 from replicate.metrics import c2st
 
 torch.set_num_threads(1)
@@ -112,14 +120,58 @@ def test_held_out_log_prob_picks_the_rule_when_the_noise_is_unknown() -> None:
     assert max(scores, key=scores.get) == 1.0, scores
 
 
-def test_the_sweep_table_holds_mean_and_std_over_seeds() -> None:
-    frame = eps_sweep([0.3], [1.0], seeds=(0, 1), n_observations=20, n_samples=200, epochs=2)
-    assert len(frame) == 2 and set(frame["seed"]) == {0, 1}
-    table = summary_table(frame)
-    assert len(table) == 1 and " ± " in table.loc[0, "kl"]
-    assert table.loc[0, "seeds"] == 2
-    kl = frame["kl"]
+SMALL = {
+    "forward": DEFAULT_FORWARD,
+    "n_observations": 20,
+    "n_samples": 200,
+    "training": {"n_train": 4096, "n_validation": 1024, "epochs": 2},
+    "network": {},
+}
+
+
+def test_the_table_holds_mean_and_std_over_seeds_in_the_models_order() -> None:
+    runs = pd.DataFrame(
+        [
+            run_model(name, 0.3, seed, SMALL)
+            for seed in (1, 0)
+            for name in ("ours_learned", "ours_eps1s")
+        ]
+    )
+    table = summary_table(runs, ["ours_eps1s", "ours_learned"])
+    assert table["model"].tolist() == ["ours_eps1s", "ours_learned"]
+    assert table["seeds"].tolist() == [2, 2] and " ± " in table.loc[0, "kl"]
+    kl = runs.loc[runs["model"] == "ours_eps1s", "kl"]
     assert table.loc[0, "kl"] == f"{kl.mean():.3f} ± {kl.std():.3f}"
+    assert table.loc[0, "eps_over_noise"] == "1.00 ± 0.00"
+    with pytest.raises(ValueError, match="not in the table's order"):
+        summary_table(runs, ["ours_eps1s"])
+
+
+def test_a_run_reproduces_the_published_numbers_of_the_command_it_replaces() -> None:
+    """The pipeline's run of ours at eps = s (s = 0.3, seed 0, the default settings) gives the
+    very numbers the former command published (results/readme/linear_gaussian_npe, commit
+    0dd2551): the same simulations, training and observations."""
+    config = PAPER_CONFIG["linear_gaussian"]
+    published = pd.read_csv(REPO / "results/readme/linear_gaussian_npe/linear_gaussian_eps.csv")
+    expected = published.query("noise_std == 0.3 and eps_over_noise == 1.0 and seed == 0")
+    row = run_model("ours_eps1s", 0.3, 0, run_settings(config, "ours_eps1s"))
+    for key in ("kl", "mean_error", "std_ratio", "validation_log_prob", "epochs"):
+        assert row[key] == pytest.approx(float(expected[key].iloc[0]), rel=1e-9), key
+
+
+def test_the_models_are_named_for_their_eps_and_each_run_depends_on_its_own_keys() -> None:
+    config = PAPER_CONFIG["linear_gaussian"]
+    assert model_names(config) == [
+        "ours_eps0.1s",
+        "ours_eps0.3s",
+        "ours_eps1s",
+        "ours_eps3s",
+        "ours_learned",
+        "npe",
+    ]
+    assert "npe" not in run_settings(config, "ours_eps1s")
+    assert "network" not in run_settings(config, "npe")
+    assert set(run_settings(config, "npe")["training"]) == {"n_train", "n_validation"}
 
 
 def test_learned_eps_settles_at_the_noise_and_recovers_the_posterior() -> None:
@@ -140,12 +192,20 @@ def test_npe_on_the_same_simulations_recovers_the_posterior() -> None:
     """sbi's NPE, given the simulations ours trains on, samples the exact posterior closely
     (an independent check of the baseline's wiring: prior, shapes, the (B, n, d) samples), and
     the table holds mean and std over its seeds."""
-    frame = npe_runs([0.2], seeds=(0, 1), n_observations=100, n_samples=500)
+    settings = {
+        "forward": DEFAULT_FORWARD,
+        "n_observations": 100,
+        "n_samples": 500,
+        "training": {"n_train": 4096, "n_validation": 1024},
+        "npe": {},
+    }
+    frame = pd.DataFrame([run_model("npe", 0.2, seed, settings) for seed in (0, 1)])
     assert list(frame["seed"]) == [0, 1] and (frame["epochs"] > 0).all()
     # Measured: KL 0.046 and 0.033, std ratio 1.04 and 1.01 (about 10 s a seed).
     assert (frame["kl"] < 0.1).all() and frame["std_ratio"].between(0.85, 1.15).all(), frame
-    table = summary_table(frame, "npe")
+    table = summary_table(frame, ["npe"])
     assert table.loc[0, "seeds"] == 2 and "±" in table.loc[0, "kl"]
+    assert table.loc[0, "eps_over_noise"] == "n/a" and table.loc[0, "validation_log_prob"] == "n/a"
 
 
 def test_sbibm_check_scores_npe_against_exact_draws_for_its_own_observations() -> None:
@@ -166,8 +226,32 @@ def test_sbibm_check_scores_npe_against_exact_draws_for_its_own_observations() -
     # Measured: NPE 0.58 by sbibm's classifier (0.60 by E4's); the prior 0.90.
     prior_c2st = c2st(prior, exact, early_stopping=False, max_iter=10_000)
     assert (frame["c2st_sbibm"] < prior_c2st - 0.1).all(), (frame, prior_c2st)
-    table = summary_table(frame, "sbibm")
+    table = sbibm_table(frame)
     assert table.loc[0, "sbibm"] == "n/a" and table.loc[0, "seeds"] == 1
     # At the budget sbibm published, its number (0.552 +- 0.032) sits in that row.
-    table = summary_table(frame.assign(n_simulations=10_000), "sbibm")
+    table = sbibm_table(frame.assign(n_simulations=10_000))
     assert table.loc[0, "sbibm"].startswith("0.552"), table
+
+
+def test_smoke_table_is_the_mean_and_std_of_runs_the_library_reproduces(smoke_run: Path) -> None:
+    """The pipeline's table holds, per model in the configured order, the mean and std of its
+    runs' files; and a run made by its rule (another process, one thread) equals the same run
+    made here through the library."""
+    config = merged_config(PAPER_CONFIG, yaml.safe_load(SMOKE_CONFIG.read_text()))
+    lg = config["linear_gaussian"]
+    runs = pd.DataFrame(
+        [read_json(p) for p in (smoke_run / "results/linear_gaussian/runs").glob("*.json")]
+    )
+    stats = pd.read_csv(smoke_run / "results/tables/linear_gaussian.csv")
+    assert stats["model"].tolist() == model_names(lg) == ["ours_eps1s", "ours_learned", "npe"]
+    for _, row in stats.iterrows():
+        kl = runs.loc[runs["model"] == row["model"], "kl"].to_numpy()
+        assert len(kl) == len(config["seeds"]) == row["n_seeds"]
+        assert row["kl_mean"] == pytest.approx(kl.mean(), rel=1e-12)
+        assert row["kl_std"] == pytest.approx(kl.std(ddof=1), rel=1e-12)
+    made_by_rule = runs.query("model == 'ours_learned' and seed == 1").iloc[0]
+    made_here = run_model("ours_learned", 0.3, 1, run_settings(lg, "ours_learned"))
+    for key in ("kl", "mean_error", "std_ratio", "eps_0", "eps_1", "validation_log_prob"):
+        assert made_by_rule[key] == made_here[key], key
+    sbibm = (smoke_run / "results/tables/npe_sbibm_check.md").read_text()
+    assert "c2st_sbibm" in sbibm and "n/a" in sbibm  # 300 simulations: sbibm published none

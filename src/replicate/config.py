@@ -212,6 +212,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     _check_gmm(config.get("gmm", {}))
     _check_latent(config.get("latent", {}))
     _check_kinematics(config.get("kinematics", {}))
+    _check_linear_gaussian(config.get("linear_gaussian", {}))
 
 
 def _check_gmm(gmm: Mapping[str, Any]) -> None:
@@ -308,3 +309,32 @@ def _check_kinematics(kin: Mapping[str, Any]) -> None:
     weights = kin.get("inn", {}).get("weights", {})
     if weights and not any(w > 0 for w in weights.values()):
         raise ConfigError("kinematics.inn.weights: every weight is 0, so the INN would not train")
+
+
+def _check_linear_gaussian(lg: Mapping[str, Any]) -> None:
+    """Cross-key checks of the ``linear_gaussian:`` section."""
+    widths = {len(row) for row in lg.get("forward", [])}
+    if len(widths) > 1:
+        raise ConfigError(
+            f"linear_gaussian.forward {lg['forward']}: rows of different lengths; it is the "
+            "matrix A of y = A x + noise, one row per observation coordinate"
+        )
+    ratios = lg.get("eps_over_noise", [])
+    names = [f"{float(r):g}" for r in ratios]
+    if len(set(names)) < len(names):
+        raise ConfigError(
+            f"linear_gaussian.eps_over_noise {ratios}: values that agree to 6 significant digits "
+            "would give two models one name (ours_eps<ratio>s); drop one"
+        )
+    noise = lg.get("noise_std", [])
+    if len({f"{float(s):g}" for s in noise}) < len(noise):
+        raise ConfigError(
+            f"linear_gaussian.noise_std {noise}: values that agree to 6 significant digits "
+            "would share one run's files; drop one"
+        )
+    training = lg.get("training", {})
+    if training.get("batch_size", 0) > training.get("n_train", float("inf")):
+        raise ConfigError(
+            f"linear_gaussian.training.batch_size ({training['batch_size']}) must be <= "
+            f"linear_gaussian.training.n_train ({training['n_train']})"
+        )

@@ -206,7 +206,7 @@ def c2st(
     (the larger set is subsampled), seeded. By default it stops on a held-out tenth of each
     training fold (E4's metric); ``early_stopping=False, max_iter=10_000`` is the classifier of
     sbibm (Lueckmann et al. 2021), which trains to convergence and reads lower on the same
-    samples (``replicate.experiments.linear_gaussian.sbibm_npe_check`` measures both).
+    samples (``replicate.experiments.linear_gaussian.evaluation.sbibm_npe_check`` measures both).
 
     Example:
         >>> g = np.random.default_rng(0)

@@ -7,7 +7,7 @@ figures, and the stage functions its Snakemake rules call.
 - :mod:`~replicate.experiments.kinematics`: E4, the inverse-kinematics benchmark (Kruse et al.
   2021): ours at several eps, the INN and the cINN against rejection-sampling posteriors;
 - :mod:`~replicate.experiments.linear_gaussian`: the closed-form check of a continuous condition
-  and of the eps rule (README).
+  and of the eps rule (docs/eps.md).
 
 A new experiment is one folder here (see src/replicate/README.md) plus one
 ``workflow/rules/<name>.smk``.

@@ -183,8 +183,8 @@ class ConditionalFlow(ConditionalModel):
         coordinate), else learned (``noise_std=None``: started at the observations' std once
         :meth:`fit_standardization` sees them, kept above ``eps_min``).
 
-        Measured on the linear-Gaussian problem (README;
-        ``python -m replicate.experiments.linear_gaussian``): the posterior is recovered at
+        Measured on the linear-Gaussian problem (docs/eps.md; ``snakemake linear_gaussian``,
+        :mod:`replicate.experiments.linear_gaussian`): the posterior is recovered at
         ``eps = noise_std`` and clearly missed at a tenth of it or three times it; the learned eps
         needs no value at all.
 
