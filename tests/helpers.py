@@ -93,6 +93,8 @@ PAPER_FIGURES = [
     # E4, beyond the paper: the inverse-kinematics benchmark.
     "results/figures/kinematics_posteriors.png",
     "results/figures/kinematics_eps.png",
+    # Beyond the paper: the linear-Gaussian check of eps.
+    "results/figures/linear_gaussian_eps.png",
 ]
 PAPER_TABLES = [
     "results/tables/table1.csv",
@@ -100,6 +102,7 @@ PAPER_TABLES = [
     "results/tables/latent_metrics.csv",
     "results/tables/training_speed.csv",
     "results/tables/kinematics_metrics.csv",
+    "results/tables/linear_gaussian.csv",
 ]
 
 

@@ -22,6 +22,7 @@ from replicate.experiments.linear_gaussian.evaluation import (
     sbibm_table,
     summary_table,
 )
+from replicate.experiments.linear_gaussian.figures import figure_eps
 from replicate.experiments.linear_gaussian.problem import (
     DEFAULT_FORWARD,
     LinearGaussian,
@@ -255,3 +256,35 @@ def test_smoke_table_is_the_mean_and_std_of_runs_the_library_reproduces(smoke_ru
         assert made_by_rule[key] == made_here[key], key
     sbibm = (smoke_run / "results/tables/npe_sbibm_check.md").read_text()
     assert "c2st_sbibm" in sbibm and "n/a" in sbibm  # 300 simulations: sbibm published none
+
+
+def test_figure_draws_the_table_s_numbers_where_they_belong() -> None:
+    """Each noise level's fixed-eps line passes through its rows' means in eps order, the
+    learned eps sits where it settled, NPE is a horizontal line at its mean, and the KL floor
+    is d(d + 3) / (4 n) for n exact samples."""
+    stats = pd.DataFrame(
+        {
+            "noise_std": [0.1] * 4 + [0.3] * 2,
+            "model": ["ours_eps1s", "ours_eps0.3s", "ours_learned", "npe", "ours_eps1s", "npe"],
+            "eps_over_noise_mean": [1.0, 0.3, 1.05, np.nan, 1.0, np.nan],
+            "eps_over_noise_std": [0.0, 0.0, 0.02, np.nan, 0.0, np.nan],
+            "kl_mean": [0.04, 1.4, 0.037, 0.1, 0.02, 0.05],
+            "kl_std": [0.01, 0.6, 0.004, 0.05, 0.002, 0.03],
+            "std_ratio_mean": [1.0, 0.8, 1.05, 1.06, 0.97, 1.04],
+            "std_ratio_std": [0.01, 0.7, 0.02, 0.04, 0.01, 0.04],
+        }
+    )
+    kl_ax, spread_ax = figure_eps(stats, n_samples=1000, data_dim=2).axes
+    # An error bar's label is its container's; the container's first artist is its data line.
+    lines = {line.get_label(): line for line in kl_ax.lines}
+    lines |= {bars.get_label(): bars[0] for bars in kl_ax.containers}
+    fixed = lines["ours, eps fixed (s = 0.1)"]
+    assert list(fixed.get_xdata()) == [0.3, 1.0] and list(fixed.get_ydata()) == [1.4, 0.04]
+    assert list(lines["ours, eps fixed (s = 0.3)"].get_ydata()) == [0.02]
+    learned = lines["ours, eps learned (s = 0.1)"]
+    assert list(learned.get_xdata()) == [1.05] and list(learned.get_ydata()) == [0.037]
+    assert list(lines["sbi NPE (s = 0.3)"].get_ydata()) == [0.05, 0.05]
+    floors = [line for line in kl_ax.lines if line.get_linestyle() == ":"]
+    assert [list(line.get_ydata()) for line in floors] == [[2 * 5 / 4000] * 2]
+    spread = {bars.get_label(): bars[0] for bars in spread_ax.containers}
+    assert list(spread["ours, eps fixed (s = 0.1)"].get_ydata()) == [0.8, 1.0]

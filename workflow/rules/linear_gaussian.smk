@@ -17,6 +17,7 @@ LG_RUN = "results/linear_gaussian/runs/noise{noise}_{model}_seed{seed}.json"
 
 localrules:
     linear_gaussian,
+    plot_linear_gaussian_eps,
 
 
 rule run_linear_gaussian:
@@ -65,6 +66,31 @@ rule linear_gaussian:
         "../scripts/linear_gaussian.py"
 
 
+rule plot_linear_gaussian_eps:
+    input:
+        csv=rules.linear_gaussian.output.csv,
+    output:
+        png=report(
+            "results/figures/linear_gaussian_eps.png",
+            caption="../report/linear_gaussian_eps.rst",
+            category="Linear-Gaussian check of eps",
+        ),
+        pdf="results/figures/linear_gaussian_eps.pdf",
+    log:
+        "results/logs/linear_gaussian/plot_linear_gaussian_eps.log",
+    conda:
+        "../../envs/replicate.yaml"
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    params:
+        n_samples=LG["n_samples"],
+        data_dim=len(LG["forward"][0]),
+    script:
+        "../scripts/plot_linear_gaussian_eps.py"
+
+
 rule npe_sbibm_check:
     output:
         csv="results/tables/npe_sbibm_check.csv",
@@ -85,6 +111,9 @@ rule npe_sbibm_check:
         "../scripts/npe_sbibm_check.py"
 
 
-LINEAR_GAUSSIAN_TARGETS = [rules.linear_gaussian.output.md] + (
+LINEAR_GAUSSIAN_TARGETS = [
+    rules.linear_gaussian.output.md,
+    rules.plot_linear_gaussian_eps.output.png,
+] + (
     [rules.npe_sbibm_check.output.md] if LG["sbibm_check"]["in_all"] else []
 )

@@ -1,7 +1,9 @@
 """The linear-Gaussian pipeline stages: one call per Snakemake rule
 (workflow/rules/linear_gaussian.smk), each reading the rule's inputs, calling the library and
 writing its outputs; the thread pool comes from :func:`replicate.runtime.run_stage`. The models
-are small (a run takes seconds on one core): they train on the CPU, whatever the device.
+are small (a run takes seconds on one core): they train on the CPU, whatever the device. The
+figure stage imports its figure module itself: matplotlib and seaborn take about a second to
+import, which every run would otherwise pay at its start.
 
 Example:
     >>> import tempfile, pathlib
@@ -33,7 +35,12 @@ from replicate.experiments.linear_gaussian.evaluation import (
 from replicate.files import read_json, write_json, write_table
 from replicate.metrics import summarise
 
-__all__ = ["linear_gaussian_table", "npe_sbibm_check", "run_linear_gaussian_model"]
+__all__ = [
+    "linear_gaussian_table",
+    "npe_sbibm_check",
+    "plot_linear_gaussian_eps",
+    "run_linear_gaussian_model",
+]
 
 
 def run_linear_gaussian_model(
@@ -75,3 +82,14 @@ def npe_sbibm_check(
     table = sbibm_table(runs)
     write_table(runs, csv_path, md_path, table.to_markdown(index=False, disable_numparse=True))
     return table
+
+
+def plot_linear_gaussian_eps(
+    csv_path: str | os.PathLike, png_path: str | os.PathLike, n_samples: int, data_dim: int
+) -> None:
+    """Rule plot_linear_gaussian_eps: the figure of
+    :func:`~replicate.experiments.linear_gaussian.figures.figure_eps` from the table's CSV."""
+    from replicate.experiments.linear_gaussian.figures import figure_eps
+    from replicate.plots import save_figure
+
+    save_figure(figure_eps(pd.read_csv(csv_path), n_samples, data_dim), png_path)
