@@ -114,6 +114,4 @@ rule npe_sbibm_check:
 LINEAR_GAUSSIAN_TARGETS = [
     rules.linear_gaussian.output.md,
     rules.plot_linear_gaussian_eps.output.png,
-] + (
-    [rules.npe_sbibm_check.output.md] if LG["sbibm_check"]["in_all"] else []
-)
+] + ([rules.npe_sbibm_check.output.md] if LG["sbibm_check"]["in_all"] else [])
