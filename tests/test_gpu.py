@@ -24,6 +24,7 @@ from replicate.experiments.gmm.training import gmm_model, load_gmm_model
 from replicate.experiments.kinematics.settings import training_settings as training_settings_e4
 from replicate.experiments.kinematics.stages import train_kinematics_model
 from replicate.experiments.latent.autoencoder import train_autoencoder
+from replicate.experiments.latent.joint import train_joint
 from replicate.experiments.latent.judges import train_classifier
 from replicate.experiments.latent.models import (
     load_latent_cinn,
@@ -173,6 +174,14 @@ def _train_every_model(tmp_path: Path, device: str) -> dict[str, list[float]]:
     histories["autoencoder"] = train_autoencoder(images, ae_cfg, 0, device=device)[1]["epoch_loss"]
     clf_cfg = {"epochs": 3, "batch_size": 32, "lr": 1e-3}
     histories["classifier"] = train_classifier(images, y, clf_cfg, 0, device)[1]["epoch_loss"]
+    # Joint training with GLF's optimisation, its rates halved every epoch: a captured step
+    # holds its learning rates, so each halving must capture the step anew.
+    joint_cfg = {"autoencoder": {"latent_dim": 4}, "flow": LATENT_FLOW, "joint": ae_cfg}
+    glf = {"flow_betas": [0.8, 0.9], "flow_eps": 1e-6, "flow_weight_decay": 2e-5}
+    variant = {"stop_gradient": False, "nll_weight": 1.0, "glf_optimizer": glf}
+    glf["lr_halving_epochs"] = 1
+    _, joint = train_joint(images, y, joint_cfg, variant, 0, device=device, progress_every=0)
+    histories["joint_glf"] = joint["epoch_loss"]
     return histories
 
 

@@ -17,11 +17,15 @@ from replicate.checkpoints import CheckpointMismatch
 from replicate.config import ConfigError, check_config
 from replicate.experiments.latent.joint import (
     JointLatentFlow,
+    _model_kwargs,
+    joint_training_setup,
     load_joint,
+    recalibrate_batch_norm,
     save_joint,
     train_joint,
 )
 from replicate.experiments.latent.stages import ablation_table_stage
+from replicate.training import segment_seed
 
 FLOW = {"n_blocks": 1, "hidden": 8, "subnet_layers": 2, "clamp": 2.0, "eps": 0.1, "sigma": 0.05}
 CONFIG = {
@@ -31,6 +35,9 @@ CONFIG = {
 }
 STOP = {"stop_gradient": True, "nll_weight": 1.0}
 THROUGH = {"stop_gradient": False, "nll_weight": 0.5}
+GLF = {"flow_betas": [0.8, 0.9], "flow_eps": 1e-6, "flow_weight_decay": 2e-5}
+# GLF's optimisation, its halving brought forward to every epoch so that a short run sees it.
+THROUGH_GLF = THROUGH | {"glf_optimizer": GLF | {"lr_halving_epochs": 1}}
 
 
 def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -96,14 +103,17 @@ def test_with_the_stop_gradient_the_flow_gets_the_gradient_of_a_flow_on_frozen_c
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_killed_and_resumed_joint_training_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", [THROUGH, THROUGH_GLF], ids=["adam", "glf_optimizer"])
+def test_killed_and_resumed_joint_training_equals_an_uninterrupted_run(
+    tmp_path: Path, variant: dict
+) -> None:
     images, labels = _data(16)
-    reference, ref_summary = train_joint(images, labels, CONFIG, THROUGH, 1, progress_every=0)
+    reference, ref_summary = train_joint(images, labels, CONFIG, variant, 1, progress_every=0)
     ckpt = tmp_path / "last.safetensors"
     with killed_after_checkpoints(1):
-        train_joint(images, labels, CONFIG, THROUGH, 1, checkpoint_path=ckpt, progress_every=0)
+        train_joint(images, labels, CONFIG, variant, 1, checkpoint_path=ckpt, progress_every=0)
     resumed, summary = train_joint(
-        images, labels, CONFIG, THROUGH, 1, checkpoint_path=ckpt, progress_every=0
+        images, labels, CONFIG, variant, 1, checkpoint_path=ckpt, progress_every=0
     )
     assert summary["resumed_after_epoch"] == 1
     assert summary["epoch_reconstruction"] == ref_summary["epoch_reconstruction"]
@@ -111,6 +121,45 @@ def test_killed_and_resumed_joint_training_equals_an_uninterrupted_run(tmp_path:
         reference.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_glf_optimizer_gives_the_flow_its_own_adam_and_halves_both_rates_on_schedule() -> None:
+    """Every parameter in exactly one group, the flow's with GLF's settings; and against torch's
+    Adam built by hand as GLF builds its two (auto-encoder: defaults; flow: its betas, eps and
+    weight decay), with both rates halved by hand at each epoch's start, training ends on the
+    same weights."""
+    images, labels = _data(16)
+    setup, batches = joint_training_setup(images, labels, CONFIG, THROUGH_GLF, seed=2)
+    groups = setup.optimizer.param_groups
+    grouped = [id(p) for group in groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in setup.model.parameters())
+    assert groups[1]["betas"] == (0.8, 0.9) and groups[1]["weight_decay"] == 2e-5
+    assert [setup.lr_factor(k) for k in range(3)] == [1.0, 0.5, 0.25]
+
+    trained, _ = train_joint(images, labels, CONFIG, THROUGH_GLF, 2, progress_every=0)
+    torch.manual_seed(2)
+    model = JointLatentFlow(**_model_kwargs(CONFIG, THROUGH_GLF, 2)).train()
+    autoencoder = torch.optim.Adam(model.autoencoder.parameters(), lr=1e-3)
+    flow = torch.optim.Adam(
+        model.flow.parameters(), lr=1e-3, betas=(0.8, 0.9), eps=1e-6, weight_decay=2e-5
+    )
+    x = torch.as_tensor(images, dtype=torch.float32)[:, None] / 255
+    y = torch.as_tensor(labels)
+    for i in range(CONFIG["joint"]["epochs"] * batches.per_epoch):
+        if i % batches.per_epoch == 0:
+            torch.manual_seed(segment_seed(2, i // batches.per_epoch))
+            for adam in (autoencoder, flow):
+                adam.param_groups[0]["lr"] = 1e-3 * 0.5 ** (i // batches.per_epoch)
+        rows = batches(i)
+        loss = model.loss_terms(x[rows], y[rows])["loss"]
+        autoencoder.zero_grad()
+        flow.zero_grad()
+        loss.backward()
+        autoencoder.step()
+        flow.step()
+    recalibrate_batch_norm(model.autoencoder, images)
+    for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_training_lowers_both_terms_and_same_seed_gives_same_weights() -> None:

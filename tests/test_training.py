@@ -18,6 +18,7 @@ from replicate.training import (
     epoch_permutation,
     fit,
     make_optimizer,
+    segment_seed,
 )
 
 
@@ -96,6 +97,55 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     for a, b in zip(reference.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
     assert not path.exists(), "a finished run removes its resume checkpoint"
+
+
+def _halving_run(path: Path | None, iterations: int = 12) -> tuple[torch.Tensor, FitResult]:
+    """Adam on a noisy quadratic whose learning rate halves every second segment of 3."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+    optimizer = make_optimizer([w], lr=0.1)
+
+    def step(i: int) -> dict[str, torch.Tensor]:
+        return {"loss": ((w - 0.1 * torch.randn(2)) ** 2).sum()}
+
+    resume = Resume(path, torch.nn.ParameterList([w]), {"lr": 0.1}) if path else None
+    result = fit(
+        step,
+        optimizer,
+        iterations,
+        segment=3,
+        seed=4,
+        resume=resume,
+        progress_every=0,
+        lr_factor=lambda k: 0.5 ** (k // 2),
+    )
+    return w.detach().clone(), result
+
+
+def test_lr_schedule_is_adam_with_the_rate_set_by_hand_and_survives_a_resume(
+    tmp_path: Path,
+) -> None:
+    """The schedule's rates reach the updates (checked against torch's Adam with its rate set
+    by hand at each segment's start), and a run killed after the first halving resumes to the
+    same weights."""
+    w, result = _halving_run(None)
+    torch.manual_seed(0)
+    by_hand = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
+    adam = torch.optim.Adam([by_hand], lr=0.1)
+    for i in range(12):
+        if i % 3 == 0:
+            torch.manual_seed(segment_seed(4, i // 3))
+            adam.param_groups[0]["lr"] = 0.1 * 0.5 ** (i // 6)
+        adam.zero_grad()
+        ((by_hand - 0.1 * torch.randn(2)) ** 2).sum().backward()
+        adam.step()
+    assert torch.equal(w, by_hand.detach())
+    path = tmp_path / "run.safetensors"
+    with killed_after_checkpoints(3):  # after segment 3: its rate was halved
+        _halving_run(path)
+    resumed, resumed_result = _halving_run(path)
+    assert resumed_result.resumed_at == 9
+    assert torch.equal(resumed, w) and resumed_result.history == result.history
 
 
 def test_checkpoint_of_another_configuration_starts_over(tmp_path: Path) -> None:

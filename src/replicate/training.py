@@ -239,6 +239,7 @@ def fit(
     resume: Resume | None = None,
     result: FitResult | None = None,
     validation: Validation | None = None,
+    lr_factor: Callable[[int], float] | None = None,
 ) -> FitResult:
     """Run ``step`` for ``iterations`` iterations and optimise its ``"loss"``.
 
@@ -268,6 +269,8 @@ def fit(
         validation: a held-out loss evaluated after every segment, with early stopping and the
             best weights restored at the end (:class:`Validation`); its state is part of the
             resume checkpoint, so a resumed run stops where an uninterrupted one would.
+        lr_factor: during segment ``k`` (from 0) every group's learning rate is its initial one
+            times ``lr_factor(k)``, so a resumed run follows the schedule too; None: constant.
 
     Example:
         >>> import tempfile, pathlib
@@ -306,6 +309,8 @@ def fit(
         for i in range(start, iterations):
             if seed is not None and i % segment == 0:
                 torch.manual_seed(segment_seed(seed, i // segment))
+            if lr_factor is not None and i % segment == 0:
+                runner.scale_lr(lr_factor(i // segment))
             runner.run(i)
             end_of_segment = (i + 1) % segment == 0 or i + 1 == iterations
             if runner.mode != "eager" and not end_of_segment:
@@ -378,6 +383,7 @@ def fit_epochs(
         segment_name=f"{name} epoch",
         seed=seed,
         resume=Resume(checkpoint_path, setup.model, metadata or {}) if checkpoint_path else None,
+        lr_factor=setup.lr_factor,
     )
 
 

@@ -78,13 +78,16 @@ class TrainingStep:
 
 @dataclass(frozen=True)
 class TrainingSetup:
-    """What a trainer runs, built once: the model, its optimiser, the step and the gradient clamp
-    (``benchmarks/gpu_speed.py`` times exactly what the pipeline trains)."""
+    """What a trainer runs, built once: the model, its optimiser, the step, the gradient clamp
+    and the learning rate's schedule (``benchmarks/gpu_speed.py`` times exactly what the
+    pipeline trains). ``lr_factor(k)``: the factor on every parameter group's initial learning
+    rate during segment (epoch) ``k``, counted from 0; None: constant."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: TrainingStep
     grad_clip: float | None = None
+    lr_factor: Callable[[int], float] | None = None
 
     def runner(self, mode: str | None = None) -> StepRunner:
         """A :class:`StepRunner` of this step (``mode`` None: the device's own)."""
@@ -147,6 +150,7 @@ class StepRunner:
         if self.mode == "graph" and not graphable:
             raise ValueError("graph mode needs a TrainingStep and an optimiser with `capturable`")
         self.names: tuple[str, ...] | None = None
+        self._initial_lrs = [float(group["lr"]) for group in optimizer.param_groups]
         self._pending: list[tuple[int, Tensor | dict[str, float], float]] = []
         self._snapshot: tuple[list[Tensor], dict[str, Any]] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -201,6 +205,26 @@ class StepRunner:
         )
         self._update(terms["loss"])
         return record
+
+    def scale_lr(self, factor: float) -> None:
+        """Set every parameter group's learning rate to its initial one times ``factor``. A
+        captured step holds the rates it was captured with, so a change drops it: the next
+        iteration captures the step anew (once per change: a schedule's few steps).
+
+        Example:
+            >>> w = torch.nn.Parameter(torch.zeros(1))
+            >>> adam = torch.optim.Adam([w], lr=0.1)
+            >>> runner = StepRunner(lambda i: {"loss": w.sum()}, adam, grad_clip=None)
+            >>> runner.scale_lr(0.5)
+            >>> runner.optimizer.param_groups[0]["lr"]
+            0.05
+        """
+        rates = [lr * factor for lr in self._initial_lrs]
+        if rates == [group["lr"] for group in self.optimizer.param_groups]:
+            return
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        self._graph = None
 
     # -- CUDA graph -----------------------------------------------------------------------------
     def _make_capturable(self) -> None:

@@ -1,6 +1,6 @@
 import re
 
-# E3, issue 29: the auto-encoder and the flow trained together (GLF's schedule) next to the
+# E3, issue 29: the auto-encoder and the flow trained together (GLF's loss) next to the
 # pretrained pipeline, to locate Table 1's Fashion-MNIST gap. Part of `all` only with
 # `latent.joint.in_all` (each run costs what pretraining the auto-encoder does); otherwise
 # `snakemake --cores 2 latent_ablation`.

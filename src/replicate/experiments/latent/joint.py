@@ -25,7 +25,8 @@ standardisation, which stays the identity: the codes move while it trains (GLF s
 nothing either). The auto-encoder is :class:`~replicate.experiments.latent.autoencoder.AutoEncoder`
 unchanged. Everything else (one Adam at ``lr`` over both, batch size, epochs, the per-epoch
 reseeding and checkpoint) is the pretrained pipeline's, so that the configurations differ in the
-training alone.
+training alone; a variant with ``glf_optimizer`` takes GLF's optimisation instead
+(:func:`joint_optimizer`: the flow's own Adam settings, both learning rates halved on a schedule).
 
 Example:
     >>> import torch
@@ -37,10 +38,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,7 @@ from replicate.training_steps import TrainingSetup, TrainingStep
 
 __all__ = [
     "JointLatentFlow",
+    "joint_optimizer",
     "joint_training_setup",
     "load_joint",
     "recalibrate_batch_norm",
@@ -151,6 +154,51 @@ def _labelled_images(
     return x.to(device), y.to(device)
 
 
+def halved_every(epochs: int, epoch: int) -> float:
+    """The learning rate's factor in ``epoch`` (from 0) when it halves every ``epochs`` epochs,
+    as GLF's ``StepLR(step_size=50, gamma=0.5)`` stepped once an epoch.
+
+    Example:
+        >>> [halved_every(50, k) for k in (0, 49, 50, 99, 100)]
+        [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+    return 0.5 ** (epoch // epochs)
+
+
+def joint_optimizer(
+    model: JointLatentFlow, lr: float, glf: Mapping[str, Any] | None = None
+) -> tuple[torch.optim.Adam, Callable[[int], float] | None]:
+    """The joint model's Adam and its learning rate's schedule (a factor per epoch, or None).
+
+    Without ``glf``: one Adam at ``lr`` with default settings over both parts, constant (the
+    pretrained pipeline's). With ``glf`` (a variant's ``glf_optimizer``), GLF's optimisation
+    (``train_glf.py``): the auto-encoder's Adam at ``lr`` with default settings (lines 96-97,
+    190), the flow's at ``lr`` with ``flow_betas``, ``flow_eps`` and ``flow_weight_decay``
+    (lines 103-111, 192-197), and both rates halved every ``lr_halving_epochs`` epochs (lines
+    117-118, 202-205). GLF's two Adams are two parameter groups of one here: Adam updates each
+    parameter from its own gradient and state alone, so the updates are the same.
+
+    Example:
+        >>> model = JointLatentFlow(latent_dim=4, n_blocks=1, hidden=8)
+        >>> glf = {"flow_betas": [0.8, 0.9], "flow_eps": 1e-6, "flow_weight_decay": 2e-5,
+        ...        "lr_halving_epochs": 50}
+        >>> adam, schedule = joint_optimizer(model, 1e-3, glf)
+        >>> [group["betas"] for group in adam.param_groups], schedule(50)
+        ([(0.9, 0.999), (0.8, 0.9)], 0.5)
+    """
+    if not glf:
+        return make_optimizer(model.parameters(), lr=lr), None
+    flow = {
+        "params": list(model.flow.parameters()),
+        "betas": tuple(glf["flow_betas"]),
+        "eps": float(glf["flow_eps"]),
+        "weight_decay": float(glf["flow_weight_decay"]),
+    }
+    groups = [{"params": list(model.autoencoder.parameters())}, flow]
+    schedule = functools.partial(halved_every, int(glf["lr_halving_epochs"]))
+    return torch.optim.Adam(groups, lr=lr), schedule
+
+
 def joint_training_setup(
     images: np.ndarray,
     labels: np.ndarray,
@@ -164,7 +212,8 @@ def joint_training_setup(
 
     ``latent_config`` is the ``latent`` section: the code size from ``autoencoder``, the flow's
     network and noise from ``flow``, batch size and lr from ``joint``; ``variant`` one entry of
-    ``latent.joint.variants`` (``stop_gradient``, ``nll_weight``).
+    ``latent.joint.variants`` (``stop_gradient``, ``nll_weight``, optionally ``glf_optimizer``:
+    :func:`joint_optimizer`).
 
     Example:
         >>> imgs, labels = np.zeros((10, 28, 28), np.uint8), np.arange(10)
@@ -183,13 +232,14 @@ def joint_training_setup(
     batches = EpochBatches(len(x), int(joint["batch_size"]), seed, min_last_batch=2, device=device)
     torch.manual_seed(seed)
     model = JointLatentFlow(**_model_kwargs(latent_config, variant, seed)).to(device)
-    optimizer = make_optimizer(model.parameters(), lr=float(joint["lr"]))
+    optimizer, lr_factor = joint_optimizer(model, float(joint["lr"]), variant.get("glf_optimizer"))
 
     def inputs(i: int) -> dict[str, Tensor]:
         rows = batches(i)
         return {"images": x[rows], "labels": y[rows]}
 
-    return TrainingSetup(model, optimizer, TrainingStep(inputs, model.loss_terms)), batches
+    step = TrainingStep(inputs, model.loss_terms)
+    return TrainingSetup(model, optimizer, step, lr_factor=lr_factor), batches
 
 
 def train_joint(
@@ -232,6 +282,12 @@ def train_joint(
         "batch_size": batches.batch_size,
         "lr": float(latent_config["joint"]["lr"]),
         "n_train": len(images),
+        # Only where set: the resume checkpoints of the other variants keep their metadata.
+        **(
+            {"glf_optimizer": dict(variant["glf_optimizer"])}
+            if variant.get("glf_optimizer")
+            else {}
+        ),
     }
     begin = time.perf_counter()
     model.train()
