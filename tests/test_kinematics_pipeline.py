@@ -275,6 +275,32 @@ def test_npe_trains_loads_and_beats_the_prior_on_posterior_error(tmp_path: Path)
     )
 
 
+@pytest.mark.parametrize("batch_size", [None, 500])
+def test_npe_trains_on_sbis_batches_or_the_configured_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_size: int | None
+) -> None:
+    """Counted at the optimiser: left out, sbi's 200 pairs a step; with
+    `npe.training_batch_size` (sbibm's benchmark trains with 10,000), that many. 2,000 pairs,
+    1,800 of them for training: 9 steps an epoch, or 3 (sbi drops a last short batch)."""
+    steps = 0
+    adam_step = torch.optim.Adam.step
+
+    def counted(self, *args, **kwargs):
+        nonlocal steps
+        steps += 1
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    kin = small_kinematics_config(iterations=20)
+    kin["training"]["batch_size"] = 100
+    kin["npe"] = {"density_estimator": "maf", "max_num_epochs": 2}
+    if batch_size is not None:
+        kin["npe"]["training_batch_size"] = batch_size
+    status = train("npe", kin, tmp_path, seed=0)
+    per_epoch = 9 if batch_size is None else 3
+    assert status["iterations"] == status["epochs"] * per_epoch == steps
+
+
 def test_npe_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
