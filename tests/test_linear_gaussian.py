@@ -169,10 +169,14 @@ def test_the_models_are_named_for_their_eps_and_each_run_depends_on_its_own_keys
         "ours_eps3s",
         "ours_learned",
         "npe",
+        "npe_batch10000",
     ]
     assert "npe" not in run_settings(config, "ours_eps1s")
     assert "network" not in run_settings(config, "npe")
     assert set(run_settings(config, "npe")["training"]) == {"n_train", "n_validation"}
+    # sbi's default batch unless the model names one (sbibm's 10,000).
+    assert "training_batch_size" not in run_settings(config, "npe")["npe"]
+    assert run_settings(config, "npe_batch10000")["npe"]["training_batch_size"] == 10_000
 
 
 def test_learned_eps_settles_at_the_noise_and_recovers_the_posterior() -> None:
@@ -244,7 +248,8 @@ def test_smoke_table_is_the_mean_and_std_of_runs_the_library_reproduces(smoke_ru
         [read_json(p) for p in (smoke_run / "results/linear_gaussian/runs").glob("*.json")]
     )
     stats = pd.read_csv(smoke_run / "results/tables/linear_gaussian.csv")
-    assert stats["model"].tolist() == model_names(lg) == ["ours_eps1s", "ours_learned", "npe"]
+    assert stats["model"].tolist() == model_names(lg)
+    assert model_names(lg) == ["ours_eps1s", "ours_learned", "npe", "npe_batch128"]
     for _, row in stats.iterrows():
         kl = runs.loc[runs["model"] == row["model"], "kl"].to_numpy()
         assert len(kl) == len(config["seeds"]) == row["n_seeds"]

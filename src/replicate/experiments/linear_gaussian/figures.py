@@ -29,7 +29,8 @@ def figure_eps(stats: pd.DataFrame, n_samples: int, data_dim: int) -> Figure:
     """Two panels against ``eps / s`` (log axis), one colour per noise std ``s``: the KL of the
     samples to the exact posterior and the samples' spread over the exact one, mean ± std over
     seeds. Ours with a fixed eps as a line; the learned eps as a marker where it settled (its
-    std over seeds as the horizontal bar); sbi's NPE as a dashed horizontal line. The KL panel
+    std over seeds as the horizontal bar); sbi's NPE as a dashed horizontal line (dash-dotted
+    with a configured batch). The KL panel
     also shows the floor that ``n_samples`` exact samples reach (about d(d+3) / (4 n)), the
     spread panel the right spread, 1. ``stats``: the table's CSV (mean and std columns)."""
     use_style()
@@ -69,8 +70,13 @@ def figure_eps(stats: pd.DataFrame, n_samples: int, data_dim: int) -> Figure:
                     label=f"ours, eps learned (s = {s:g})",
                 )
             for _, row in stats[at_s & (variants == "npe")].iterrows():
+                batch = model_variant(row["model"])[1]
                 ax.axhline(
-                    row[f"{key}_mean"], color=color, ls="--", lw=1.0, label=f"sbi NPE (s = {s:g})"
+                    row[f"{key}_mean"],
+                    color=color,
+                    ls="--" if batch is None else "-.",
+                    lw=1.0,
+                    label=f"sbi NPE{'' if batch is None else f', batch {batch}'} (s = {s:g})",
                 )
         if key == "kl":
             floor = data_dim * (data_dim + 3) / (4 * n_samples)
