@@ -33,6 +33,7 @@ __all__ = [
     "c2st",
     "gaussian_w2",
     "in_mode_fraction",
+    "in_model_order",
     "mean_std_cells",
     "mean_std_table",
     "nll",
@@ -272,6 +273,26 @@ def summarise(
     else:
         stats["n_diverged"] = 0
     return stats.reset_index()
+
+
+def in_model_order(
+    frame: pd.DataFrame, model_order: Sequence[str], by: Sequence[str] = ("model",)
+) -> pd.DataFrame:
+    """The rows of ``frame`` sorted by the columns ``by``, its ``model`` column in the order of
+    ``model_order`` (the others by value); a ``ValueError`` names any model not in that order.
+
+    Example:
+        >>> runs = pd.DataFrame({"s": [0.3, 0.1, 0.1], "model": ["npe", "npe", "ours"]})
+        >>> in_model_order(runs, ["ours", "npe"], by=["s", "model"]).values.tolist()
+        [[0.1, 'ours'], [0.1, 'npe'], [0.3, 'npe']]
+    """
+    unknown = sorted(set(frame["model"]) - set(model_order))
+    if unknown:
+        raise ValueError(f"models {unknown} are not in the table's order {list(model_order)}")
+    rank = {m: i for i, m in enumerate(model_order)}
+    return frame.sort_values(
+        list(by), key=lambda column: column.map(rank) if column.name == "model" else column
+    ).reset_index(drop=True)
 
 
 def mean_std_cells(

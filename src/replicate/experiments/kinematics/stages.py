@@ -54,7 +54,7 @@ from replicate.experiments.kinematics.training import (
     training_setup,
 )
 from replicate.files import read_json, write_json, write_npz, write_table
-from replicate.metrics import mean_std_cells, summarise
+from replicate.metrics import in_model_order, mean_std_cells, summarise
 from replicate.runtime import resolve_device
 from replicate.training import TrainingFiles, fit_to_files
 
@@ -297,12 +297,7 @@ def metrics_table(
         ]
     )
     df[keys] = df[keys].astype(float)  # None (the floor has no training time) -> NaN
-    table = summarise(df, ["model"], keys)
-    order = {m: i for i, m in enumerate(model_order)}
-    unknown = sorted(set(table["model"]) - set(order))
-    if unknown:
-        raise ValueError(f"models {unknown} are not in the table's order {list(model_order)}")
-    table = table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+    table = in_model_order(summarise(df, ["model"], keys), model_order)
     header = ["model", *(title for _, title, _ in METRICS), "seeds", "diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():

@@ -24,16 +24,16 @@ from torch import Tensor
 from replicate.experiments.linear_gaussian.problem import LinearGaussian, posterior_errors
 from replicate.experiments.linear_gaussian.settings import model_variant
 from replicate.experiments.linear_gaussian.training import train_flow, train_npe
-from replicate.metrics import c2st, mean_std_cells, mean_std_table
+from replicate.metrics import c2st, in_model_order, mean_std_cells, mean_std_table
 from replicate.models.conditional_flow import ConditionalFlow
 from replicate.models.npe import NPEPosterior
 
 __all__ = [
     "METRICS",
+    "RUN_ORDER",
     "SBIBM_DIM",
     "SBIBM_NPE_C2ST",
     "fresh_observations",
-    "order_runs",
     "run_model",
     "sbibm_npe_check",
     "sbibm_table",
@@ -55,6 +55,10 @@ METRICS = (
     "epochs",
     "seconds",
 )
+
+
+# The table's rows: by noise std, then model (in the configured order), then seed.
+RUN_ORDER = ("noise_std", "model", "seed")
 
 
 def fresh_observations(problem: LinearGaussian, seed: int, n: int) -> Tensor:
@@ -112,18 +116,6 @@ def run_model(
     return {"noise_std": noise_std, "model": name, "seed": seed} | eps_columns | errors | summary
 
 
-def order_runs(runs: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFrame:
-    """The runs sorted by noise std, then the models in ``model_order``; an error naming any
-    model not in it."""
-    unknown = sorted(set(runs["model"]) - set(model_order))
-    if unknown:
-        raise ValueError(f"models {unknown} are not in the table's order {list(model_order)}")
-    order = {m: i for i, m in enumerate(model_order)}
-    return runs.sort_values(
-        ["noise_std", "model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c
-    ).reset_index(drop=True)
-
-
 def summary_table(runs: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFrame:
     """Mean ± std over seeds of :data:`METRICS` (formatted cells; "n/a" where a model has no
     such number), one row per noise std and model, the models in ``model_order``.
@@ -137,7 +129,7 @@ def summary_table(runs: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFram
         [['ours_eps1s', '0.040', 1], ['npe', '0.200 ± 0.141', 2]]
     """
     digits = {"eps_over_noise": 2, "epochs": 1, "seconds": 1}
-    ordered = order_runs(runs, model_order)
+    ordered = in_model_order(runs, model_order, by=RUN_ORDER)
     return mean_std_table(ordered, ["noise_std", "model"], METRICS, digits)
 
 

@@ -26,14 +26,14 @@ import pandas as pd
 
 from replicate.experiments.linear_gaussian.evaluation import (
     METRICS,
-    order_runs,
+    RUN_ORDER,
     run_model,
     sbibm_npe_check,
     sbibm_table,
     summary_table,
 )
 from replicate.files import read_json, write_json, write_table
-from replicate.metrics import summarise
+from replicate.metrics import in_model_order, summarise
 
 __all__ = [
     "linear_gaussian_table",
@@ -65,7 +65,7 @@ def linear_gaussian_table(
 ) -> pd.DataFrame:
     """Mean and std over seeds of every metric per noise std and model (models in
     ``model_order``): the numbers as CSV, ``mean ± std`` cells as Markdown."""
-    runs = order_runs(pd.DataFrame([read_json(p) for p in run_paths]), model_order)
+    runs = in_model_order(pd.DataFrame([read_json(p) for p in run_paths]), model_order, RUN_ORDER)
     stats = summarise(runs, ["noise_std", "model"], METRICS)
     table = summary_table(runs, model_order)
     write_table(stats, csv_path, md_path, table.to_markdown(index=False, disable_numparse=True))
