@@ -216,14 +216,14 @@ def fit_npe(
     *,
     density_estimator: str = "maf",
     max_num_epochs: int | None = None,
-    training_batch_size: int = BATCH_SIZE,
+    training_batch_size: int | None = None,
     resume: str | os.PathLike | None = None,
     resume_metadata: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[NPEPosterior, dict[str, Any]]:
     """Train sbi's NPE on the pairs (x (N, d), y (N, m)) with sbi's defaults (the module's
-    docstring); ``max_num_epochs`` None: until early stopping; ``training_batch_size``: sbi's
-    default 200 unless given (sbibm, sbi's authors' benchmark, trains with 10,000:
+    docstring); ``max_num_epochs`` None: until early stopping; ``training_batch_size`` None:
+    sbi's default 200 (sbibm, sbi's authors' benchmark, trains with 10,000:
     ``sbibm/algorithms/sbi/snpe.py``, ``run``'s ``training_batch_size``). With ``resume``, the
     loop's state is saved there after every epoch under ``resume_metadata`` (a checkpoint of
     other metadata is ignored with a warning) and resumed from; the file is left for the caller
@@ -243,6 +243,7 @@ def fit_npe(
     )
     begin = time.perf_counter()
     # sbi prints its convergence message; it goes to the log instead (stdout stays the caller's).
+    training_batch_size = training_batch_size or BATCH_SIZE
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         estimator = inference.append_simulations(x.to(device), y.to(device)).train(
             training_batch_size=training_batch_size,

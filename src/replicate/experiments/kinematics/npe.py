@@ -34,7 +34,6 @@ from torch import Tensor
 from replicate.checkpoints import config_hash, load_checkpoint, save_checkpoint
 from replicate.experiments.kinematics.problem import PRIOR_STD, simulated_batch
 from replicate.files import atomic_path, write_json
-from replicate.models.npe import BATCH_SIZE as NPE_BATCH_SIZE
 from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior, npe_estimator
 from replicate.runtime import resolve_device, seed_everything
 from replicate.training import TrainingFiles
@@ -93,7 +92,7 @@ def train_npe_model(
         gaussian_prior(torch.tensor(PRIOR_STD), dev),
         density_estimator=density_estimator,
         max_num_epochs=npe_cfg.get("max_num_epochs"),
-        training_batch_size=npe_cfg.get("training_batch_size", NPE_BATCH_SIZE),
+        training_batch_size=npe_cfg.get("training_batch_size"),
         resume=files.resume,
         resume_metadata={**_metadata(settings), "seed": seed},
         device=dev,

@@ -17,7 +17,7 @@ import torch
 from replicate.experiments.linear_gaussian.problem import LinearGaussian
 from replicate.models.base import NetworkSettings
 from replicate.models.conditional_flow import ConditionalFlow
-from replicate.models.npe import BATCH_SIZE, NPEPosterior, fit_npe, gaussian_prior
+from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior
 from replicate.training import fit_conditional
 
 __all__ = ["train_flow", "train_npe"]
@@ -90,13 +90,13 @@ def train_npe(
     n_validation: int = 1024,
     density_estimator: str = "maf",
     max_num_epochs: int | None = None,
-    training_batch_size: int = BATCH_SIZE,
+    training_batch_size: int | None = None,
 ) -> tuple[NPEPosterior, dict[str, float]]:
     """``sbi``'s NPE with its defaults (:func:`replicate.models.npe.fit_npe`) on the very
     simulations :func:`train_flow` draws for ``seed``, all ``n_train + n_validation`` of them
     (sbi holds out its own tenth for early stopping), under the problem's prior N(0, I);
     ``density_estimator``: sbi's name of one; ``max_num_epochs`` None: until sbi's early
-    stopping; ``training_batch_size``: sbi's default unless given. Returns the posterior and a
+    stopping; ``training_batch_size`` None: sbi's default. Returns the posterior and a
     summary: epochs run, seconds."""
     x, y = problem.simulate(n_train + n_validation, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
