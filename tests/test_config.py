@@ -149,6 +149,16 @@ def test_relations_between_keys_are_checked_once_every_key_is_well_formed() -> N
             "digits would give two models one name (ours_eps<ratio>s)",
         ),
         (
+            _set("linear_gaussian.noise_std", [0.3, 0.3000001]),
+            "linear_gaussian.noise_std [0.3, 0.3000001]: values that agree to 6 significant "
+            "digits would share one run's files; drop one",
+        ),
+        (
+            _set("kinematics.ours.annealed_eps", [0.01, 0.0100000001]),
+            "kinematics.ours.annealed_eps [0.01, 0.0100000001]: values that agree to 6 "
+            "significant digits would give two models one name (ours_annealed<value>); drop one",
+        ),
+        (
             _set("linear_gaussian.training.batch_size", 5000),
             "linear_gaussian.training.batch_size (5000) must be <= "
             "linear_gaussian.training.n_train (4096)",

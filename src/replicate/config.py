@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,13 +295,11 @@ def _check_kinematics(kin: Mapping[str, Any]) -> None:
         ("learned_eps_min", "ours_learned"),
         ("annealed_eps", "ours_annealed"),
     ):
-        values = ours.get(key, [])
-        names = [f"{float(e):g}" for e in values]
-        if len(set(names)) < len(names):
-            raise ConfigError(
-                f"kinematics.ours.{key} {values}: values that agree to 6 significant digits "
-                f"would give two models one name ({prefix}<value>); drop one"
-            )
+        _check_distinct_names(
+            f"kinematics.ours.{key}",
+            ours.get(key, []),
+            f"give two models one name ({prefix}<value>)",
+        )
     if ours.get("annealed_eps") and "anneal" not in ours:
         raise ConfigError(
             "kinematics.ours.annealed_eps needs kinematics.ours.anneal {from, fraction}"
@@ -309,6 +307,15 @@ def _check_kinematics(kin: Mapping[str, Any]) -> None:
     weights = kin.get("inn", {}).get("weights", {})
     if weights and not any(w > 0 for w in weights.values()):
         raise ConfigError("kinematics.inn.weights: every weight is 0, so the INN would not train")
+
+
+def _check_distinct_names(key: str, values: Sequence[float], clash: str) -> None:
+    """Values that name files and models (their ``:g`` form, 6 significant digits) must differ
+    there: two that agree would ``clash``."""
+    if len({f"{float(v):g}" for v in values}) < len(values):
+        raise ConfigError(
+            f"{key} {values}: values that agree to 6 significant digits would {clash}; drop one"
+        )
 
 
 def _check_linear_gaussian(lg: Mapping[str, Any]) -> None:
@@ -319,19 +326,14 @@ def _check_linear_gaussian(lg: Mapping[str, Any]) -> None:
             f"linear_gaussian.forward {lg['forward']}: rows of different lengths; it is the "
             "matrix A of y = A x + noise, one row per observation coordinate"
         )
-    ratios = lg.get("eps_over_noise", [])
-    names = [f"{float(r):g}" for r in ratios]
-    if len(set(names)) < len(names):
-        raise ConfigError(
-            f"linear_gaussian.eps_over_noise {ratios}: values that agree to 6 significant digits "
-            "would give two models one name (ours_eps<ratio>s); drop one"
-        )
-    noise = lg.get("noise_std", [])
-    if len({f"{float(s):g}" for s in noise}) < len(noise):
-        raise ConfigError(
-            f"linear_gaussian.noise_std {noise}: values that agree to 6 significant digits "
-            "would share one run's files; drop one"
-        )
+    _check_distinct_names(
+        "linear_gaussian.eps_over_noise",
+        lg.get("eps_over_noise", []),
+        "give two models one name (ours_eps<ratio>s)",
+    )
+    _check_distinct_names(
+        "linear_gaussian.noise_std", lg.get("noise_std", []), "share one run's files"
+    )
     training = lg.get("training", {})
     if training.get("batch_size", 0) > training.get("n_train", float("inf")):
         raise ConfigError(
