@@ -177,9 +177,13 @@ def _train_every_model(tmp_path: Path, device: str) -> dict[str, list[float]]:
     # Joint training with GLF's optimisation, its rates halved every epoch: a captured step
     # holds its learning rates, so each halving must capture the step anew.
     joint_cfg = {"autoencoder": {"latent_dim": 4}, "flow": LATENT_FLOW, "joint": ae_cfg}
-    glf = {"flow_betas": [0.8, 0.9], "flow_eps": 1e-6, "flow_weight_decay": 2e-5}
+    glf = {
+        "flow_betas": [0.8, 0.9],
+        "flow_eps": 1e-6,
+        "flow_weight_decay": 2e-5,
+        "lr_halving_epochs": 1,
+    }
     variant = {"stop_gradient": False, "nll_weight": 1.0, "glf_optimizer": glf}
-    glf["lr_halving_epochs"] = 1
     _, joint = train_joint(images, y, joint_cfg, variant, 0, device=device, progress_every=0)
     histories["joint_glf"] = joint["epoch_loss"]
     return histories
