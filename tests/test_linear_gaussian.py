@@ -196,7 +196,7 @@ def test_learned_eps_settles_at_the_noise_and_recovers_the_posterior() -> None:
 def test_npe_on_the_same_simulations_recovers_the_posterior() -> None:
     """sbi's NPE, given the simulations ours trains on, samples the exact posterior closely
     (an independent check of the baseline's wiring: prior, shapes, the (B, n, d) samples), and
-    the table holds mean and std over its seeds."""
+    its table row leaves what NPE does not have (eps, a validation log-likelihood) n/a."""
     settings = {
         "forward": DEFAULT_FORWARD,
         "n_observations": 100,
@@ -204,12 +204,13 @@ def test_npe_on_the_same_simulations_recovers_the_posterior() -> None:
         "training": {"n_train": 4096, "n_validation": 1024},
         "npe": {},
     }
-    frame = pd.DataFrame([run_model("npe", 0.2, seed, settings) for seed in (0, 1)])
-    assert list(frame["seed"]) == [0, 1] and (frame["epochs"] > 0).all()
-    # Measured: KL 0.046 and 0.033, std ratio 1.04 and 1.01 (about 10 s a seed).
+    # One seed: the table's mean and std over seeds are tested above on cheaper models.
+    frame = pd.DataFrame([run_model("npe", 0.2, 0, settings)])
+    assert (frame["epochs"] > 0).all()
+    # Measured: KL 0.046, std ratio 1.04 (about 15 s).
     assert (frame["kl"] < 0.1).all() and frame["std_ratio"].between(0.85, 1.15).all(), frame
     table = summary_table(frame, ["npe"])
-    assert table.loc[0, "seeds"] == 2 and "±" in table.loc[0, "kl"]
+    assert table.loc[0, "seeds"] == 1 and table.loc[0, "kl"].startswith(f"{frame['kl'][0]:.3f}")
     assert table.loc[0, "eps_over_noise"] == "n/a" and table.loc[0, "validation_log_prob"] == "n/a"
 
 

@@ -1,7 +1,7 @@
 """The SLURM profile on a real SLURM: a single-node cluster on localhost (.ci/slurm/cluster.sh)
 redoes one job of every rule of the local smoke run (tests/helpers.py), in a copy of it, through
-`--workflow-profile profiles/slurm`, each as a SLURM job of its own (18 jobs, about 4 minutes on
-this 2-core machine with the cluster's start; the whole DAG is 93). Every rule that is not
+`--workflow-profile profiles/slurm`, each as a SLURM job of its own (about 4 minutes on this
+2-core machine with the cluster's start, a third of the smoke DAG's jobs). Every rule that is not
 declared local must have run as a SLURM job, none outside it, and every file they wrote must equal
 the local run's. One training job is then rerun with the profile's GPU switch on: SLURM must
 schedule it on the (fake) GPU and the job must see it.
