@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, SMOKE_CONFIG, local_env, snakemake
+from helpers import ONE_THREAD_PER_JOB, REPO, SMOKE_CONFIG, local_env, snakemake
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,9 @@ def _config(tmp_path: Path, data_dir: Path) -> Path:
 
 def _start(workdir: Path, configfile: Path) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir), "--cores", "2", *ONE_THREAD_PER_JOB]
     # The target before --configfile, which would take it as a second config file.
-    cmd += ["--directory", str(workdir), "--cores", "2", AE_MODEL, "--configfile", str(configfile)]
+    cmd += [AE_MODEL, "--configfile", str(configfile)]
     return subprocess.Popen(
         cmd,
         cwd=workdir,

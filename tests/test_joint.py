@@ -173,6 +173,23 @@ def test_training_lowers_both_terms_and_same_seed_gives_same_weights() -> None:
         assert torch.equal(a, b)
 
 
+def test_same_seed_gives_the_same_weights_on_two_threads() -> None:
+    """The pipeline's training rules run on 2 threads (CI's smoke run caps them at one,
+    tests/helpers.py): two trainings of the joint model (convolutions, BatchNorm, linear layers,
+    coupling blocks) on 2 threads agree bit for bit."""
+    images, labels = _data(64)
+    config = {**CONFIG, "joint": {**CONFIG["joint"], "batch_size": 32, "epochs": 1}}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model, _ = train_joint(images, labels, config, THROUGH, 0, progress_every=0)
+        again, _ = train_joint(images, labels, config, THROUGH, 0, progress_every=0)
+    finally:
+        torch.set_num_threads(previous)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_trained_model_has_the_batch_norm_statistics_of_its_training_images() -> None:
     """After training, the encoder's first BatchNorm holds the mean and variance of its input
     features over all training images under the final weights, computed here directly; the
