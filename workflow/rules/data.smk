@@ -17,7 +17,7 @@ rule prepare_data:
         "results/data/{dataset}/verified.json",
     log:
         "results/logs/data/prepare_{dataset}.log",
-    priority: PRIORITY_FIRST
+    priority: PRIORITY_DATA
     localrule: True
     conda:
         "../../envs/replicate.yaml"
