@@ -138,8 +138,8 @@ def snakemake(
     Every job gets one thread (``--max-threads 1``): at the smoke configuration's sizes a training
     job asking for 2 keeps one core idle (its CPU time is its wall-clock), so two jobs side by side
     finish the smoke DAG in 369 s where 2-thread jobs take 489 s (2-core AMD EPYC, idle). The
-    redone jobs of the determinism and fault tests get the same one thread, so their files must
-    equal the run's bit for bit; two threads are held to that by tests/test_joint.py."""
+    redone jobs of the determinism, fault and SLURM tests get the same one thread, so their files
+    must equal the run's bit for bit; two threads are held to that by tests/test_joint.py."""
     cmd = [
         sys.executable,
         "-m",
