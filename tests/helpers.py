@@ -170,10 +170,9 @@ def snakemake(
 # Not outputs of the computation: wall-clock timings and logs differ between any two runs (the
 # speed table: every number in it is a timing or derived from one).
 UNCOMPARED_DIRS = ("results/logs", "results/benchmarks", "results/tables/training_speed.")
-# Not what a job computed but where it ran: how the data were obtained ("attempts": which sources
-# were tried, how each went, how long it took; the files' checksums next to it are compared) and
-# how many threads the job was given (SLURM's `set-threads` against the suite's one per local job).
-UNCOMPARED_KEYS = {"attempts", "torch_threads"}
+# How the data were obtained (which sources were tried, how each went, how long it took) depends on
+# the network and the clock; the files' checksums next to it are compared.
+UNCOMPARED_KEYS = {"attempts"}
 TIMING = re.compile(
     r"second|time|finished|started|elapsed|per_s|it_s|_s$|wall|speed|ms_", re.IGNORECASE
 )
