@@ -131,9 +131,12 @@ def snakemake(
     check: bool = True,
     timeout: float = 1800,
     cores: int | None = min(2, os.cpu_count() or 1),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the workflow of this checkout in ``workdir``, by default on the smoke configuration
-    (``cores=None``: without ``--cores``, as a user types commands that run no job).
+    (``cores=None``: without ``--cores``, as a user types commands that run no job); ``env``:
+    variables set on top of the suite's environment (``PYTHONPATH`` for another copy of the
+    library).
 
     Every job gets one thread (``--max-threads 1``): at the smoke configuration's sizes a training
     job asking for 2 keeps one core idle (its CPU time is its wall-clock), so two jobs side by side
@@ -154,7 +157,12 @@ def snakemake(
         *args,
     ]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=local_env()
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=workdir,
+        env={**local_env(), **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(

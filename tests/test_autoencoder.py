@@ -114,6 +114,12 @@ def test_save_load_round_trip_and_config_check(tmp_path: Path) -> None:
         assert torch.equal(loaded(x), model(x))
     with pytest.raises(CheckpointMismatch):
         load_autoencoder(path, {**cfg, "latent_dim": 6})
+    # Any setting it trained under, not only the shape: a downstream rule asking for a model of
+    # other epochs or learning rate (a stale file kept by `--rerun-triggers mtime`) is refused.
+    with pytest.raises(CheckpointMismatch, match=r"epochs: stored 1, expected 2"):
+        load_autoencoder(path, {**cfg, "epochs": 2})
+    with pytest.raises(CheckpointMismatch, match=r"lr: stored 0.001, expected 0.01"):
+        load_autoencoder(path, {**cfg, "lr": 1e-2})
 
 
 def test_killed_and_resumed_training_equals_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -147,4 +153,9 @@ def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path) -> N
         images, {**cfg, "lr": 2e-3}, seed=0, checkpoint_path=ckpt, progress_every=0
     )
     assert summary["resumed_after_epoch"] == 0
-    assert not ckpt.exists(), "a finished run leaves no resume checkpoint behind"
+    # The finished run's state replaced the other configuration's (kept until the stage has
+    # saved the model): run again, it has nothing left to train.
+    _, again = train_autoencoder(
+        images, {**cfg, "lr": 2e-3}, seed=0, checkpoint_path=ckpt, progress_every=0
+    )
+    assert again["resumed_after_epoch"] == 2 and again["iterations_run"] == 0

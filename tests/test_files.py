@@ -35,3 +35,26 @@ def test_atomic_path_gives_outputs_the_usual_permissions(tmp_path) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_path_flushes_the_file_before_the_rename(tmp_path, monkeypatch) -> None:
+    """fsync on the file's bytes, then the rename, then fsync on the directory: a power loss
+    leaves the old file or the whole new one under the final name, never an empty one."""
+    target = tmp_path / "out.json"
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert [e.split()[0] for e in events] == ["fsync", "rename", "fsync"], events
+    assert events[0].endswith(".tmp.json") and events[2] == f"fsync {tmp_path}"

@@ -287,3 +287,44 @@ def test_killed_gmm_training_resumes_to_the_uninterrupted_weights(
         assert torch.equal(value, resumed[key]), key
     assert (tmp_path / "whole" / "h.csv").read_text() == (tmp_path / "killed" / "h.csv").read_text()
     assert not (tmp_path / "killed" / "resume.safetensors").exists()
+
+
+def test_a_failure_after_the_last_iteration_loses_no_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status file cannot be written (a full disk, a slow cluster file system): the job
+    fails after its last iteration. Its resume state is still there, so the rerun trains no
+    iteration and writes what an unfailed run writes; only then is the resume state removed."""
+    import replicate.training
+
+    cfg = tiny_config(iterations=30, hidden=8)
+    settings = training_settings(cfg, "ours")
+
+    def run(directory: Path) -> dict:
+        directory.mkdir(exist_ok=True)
+        files = TrainingFiles(
+            directory / "m.safetensors",
+            directory / "m.json",
+            history=directory / "h.csv",
+            resume=directory / "resume.safetensors",
+        )
+        return train_gmm_model("ours", settings, "all", 0, files, progress_every=0)
+
+    whole = run(tmp_path / "whole")
+    real_write_json = replicate.training.write_json
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(replicate.training, "write_json", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run(tmp_path / "failed")
+    assert (tmp_path / "failed" / "resume.safetensors").exists()
+    monkeypatch.setattr(replicate.training, "write_json", real_write_json)
+    status = run(tmp_path / "failed")
+    assert status["resumed_at_iteration"] == status["iterations_done"] == 30
+    assert status["final_terms"] == whole["final_terms"]
+    a, b = (load_file(tmp_path / d / "m.safetensors") for d in ("whole", "failed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "whole" / "h.csv").read_text() == (tmp_path / "failed" / "h.csv").read_text()
+    assert not (tmp_path / "failed" / "resume.safetensors").exists()

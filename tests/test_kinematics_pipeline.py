@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,7 @@ from replicate.experiments.kinematics.training import (
     simulated_batch,
     training_setup,
 )
-from replicate.models import npe as npe_module
+from replicate.runtime import TrainingInterrupted
 from replicate.training import TrainingFiles
 
 torch.set_num_threads(1)
@@ -313,7 +315,7 @@ def test_npe_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(
     kin["npe"] = {"density_estimator": "maf", "max_num_epochs": 4}
     whole = train("npe", kin, tmp_path / "whole", seed=1)
     resume = tmp_path / "killed" / "resume.safetensors"
-    with killed_after_checkpoints(2, module=npe_module):
+    with killed_after_checkpoints(2):  # sbi's loop saves through replicate.checkpoints
         train("npe", kin, tmp_path / "killed", seed=1, resume=resume)
     assert resume.exists()
     with caplog.at_level(logging.INFO, logger="replicate"):
@@ -329,6 +331,37 @@ def test_npe_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(
     assert [m.split(":")[0] for m in progress] == [
         f"NPE epoch {e}" for e in range(3, whole["epochs"] + 1)
     ]
+    assert not resume.exists()
+
+
+def test_npe_stopped_by_sigterm_saves_its_epoch_and_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during sbi's loop (here while its first epoch is saved): the epoch in progress
+    ends and is saved, the run stops with TrainingInterrupted, and the rerun resumes after that
+    epoch to the weights of a run never stopped."""
+    import replicate.checkpoints
+
+    kin = small_kinematics_config(iterations=20)
+    kin["training"]["batch_size"] = 100
+    kin["npe"] = {"density_estimator": "maf", "max_num_epochs": 3}
+    whole = train("npe", kin, tmp_path / "whole", seed=1)
+    resume = tmp_path / "stopped" / "resume.safetensors"
+    real_save = replicate.checkpoints.save_checkpoint
+
+    def save_and_get_sigterm(*args, **kwargs):
+        real_save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(replicate.checkpoints, "save_checkpoint", save_and_get_sigterm)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM after iteration 1"):
+        train("npe", kin, tmp_path / "stopped", seed=1, resume=resume)
+    monkeypatch.setattr(replicate.checkpoints, "save_checkpoint", real_save)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    resumed = train("npe", kin, tmp_path / "stopped", seed=1, resume=resume)
+    assert resumed["resumed_at_iteration"] == 9 and resumed["epochs"] == whole["epochs"]
+    a, b = (load_file(tmp_path / d / "npe.safetensors") for d in ("whole", "stopped"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not resume.exists()
 
 

@@ -141,3 +141,15 @@ def test_every_rule_that_runs_a_model_declares_the_gpu_and_can_be_moved() -> Non
     assert text.count("gpu_jobs=gpu_jobs(") == len(DEVICE_RULES)
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert schema["properties"]["stage_devices"]["propertyNames"]["enum"] == list(DEVICE_RULES)
+
+
+def test_every_rule_passes_the_fingerprint_of_the_code_its_script_runs() -> None:
+    """Every rule with a script has the param `code=code_of("<its script>")`, so that Snakemake
+    reruns it when the library code that script imports changes (replicate.fingerprints)."""
+    text = "".join(Path(p).read_text(encoding="utf-8") for p in SNAKE_FILES)
+    blocks = {b.split(":", 1)[0]: b for b in re.split(r"^rule ", text, flags=re.MULTILINE)[1:]}
+    scripts = _rule_scripts()
+    missing = [
+        rule for rule, path in scripts.items() if f'code=code_of("{path.name}")' not in blocks[rule]
+    ]
+    assert not missing, f"rules without their script's code fingerprint: {missing}"

@@ -1,16 +1,28 @@
 """The shared training loop: epoch batching, optimiser state in flat tensors, and a run killed
-after a checkpoint that resumes to exactly the weights and loss history of an uninterrupted run."""
+after a checkpoint, stopped by a signal, or left with a damaged checkpoint that resumes to exactly
+the weights and loss history of an uninterrupted run."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import killed_after_checkpoints
 
-from replicate.checkpoints import Resume, optimizer_tensors, restore_optimizer, save_run
-from replicate.runtime import TrainingDiverged
+from replicate.checkpoints import (
+    Resume,
+    RunState,
+    optimizer_tensors,
+    restore_optimizer,
+    save_run,
+    stored_code,
+)
+from replicate.fingerprints import recording_code
+from replicate.runtime import TrainingDiverged, TrainingInterrupted
 from replicate.training import (
     EpochBatches,
     FitResult,
@@ -67,14 +79,20 @@ def test_optimizer_state_round_trips_through_flat_tensors() -> None:
             assert torch.equal(fresh.state[param][key], opt.state[param][key])
 
 
-def _noisy_regression(path: Path | None, iterations: int = 12):
-    """A model whose steps draw noise from the global generator, as the flows' padding noise."""
+def _noisy_regression(
+    path: Path | None, iterations: int = 12, signal_at: tuple[int, int] | None = None
+):
+    """A model whose steps draw noise from the global generator, as the flows' padding noise;
+    ``signal_at=(iteration, signal)``: the process receives that signal during that iteration
+    (as a job does from SLURM or Ctrl-C)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     optimizer = make_optimizer(model.parameters(), lr=0.05)
     x = torch.randn(32, 3)
 
     def step(i: int) -> dict[str, torch.Tensor]:
+        if signal_at is not None and i == signal_at[0]:
+            os.kill(os.getpid(), signal_at[1])
         noise = 0.1 * torch.randn(32, 1)
         loss = ((model(x) - x.sum(1, keepdim=True) - noise) ** 2).mean()
         return {"loss": loss, "noise_mean": noise.mean()}
@@ -82,6 +100,10 @@ def _noisy_regression(path: Path | None, iterations: int = 12):
     resume = Resume(path, model, {"lr": 0.05}) if path else None
     result = fit(step, optimizer, iterations, segment=4, seed=7, resume=resume, progress_every=0)
     return model, result
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
@@ -96,16 +118,102 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert result.history == ref_result.history  # every term, including the noise drawn
     for a, b in zip(reference.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert not path.exists(), "a finished run removes its resume checkpoint"
+    # The finished run stays resumable until its caller has written its outputs (and deletes
+    # it): a failure in between resumes with nothing left to train, not from iteration 0.
+    again, finished = _noisy_regression(path)
+    assert finished.resumed_at == 12 and finished.iterations == 0
+    assert finished.history == ref_result.history
+    assert _same_weights(again, reference)
 
 
-def _halving_run(path: Path | None, iterations: int = 12) -> tuple[torch.Tensor, FitResult]:
-    """Adam on a noisy quadratic whose learning rate halves every second segment of 3."""
+@pytest.mark.parametrize(
+    ("iteration", "sig"), [(5, signal.SIGTERM), (6, signal.SIGINT), (7, signal.SIGTERM)]
+)
+def test_a_signal_saves_the_run_where_it_stopped_and_the_rerun_goes_on_from_there(
+    tmp_path: Path, iteration: int, sig: int
+) -> None:
+    """SIGTERM (a cluster's preemption or time limit) or SIGINT mid-segment: the iteration in
+    progress ends, the state is saved there (generator included), the run stops with
+    TrainingInterrupted; the rerun resumes at that iteration, not at the segment's start, and
+    ends with the numbers of a run never interrupted. Iteration 7 ends a segment of 4."""
+    reference, ref_result = _noisy_regression(None)
+    path = tmp_path / "run.safetensors"
+    with pytest.raises(TrainingInterrupted, match=f"after iteration {iteration + 1}"):
+        _noisy_regression(path, signal_at=(iteration, sig))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler stays installed"
+    resumed, result = _noisy_regression(path)
+    assert result.resumed_at == iteration + 1
+    assert result.history == ref_result.history
+    assert _same_weights(resumed, reference)
+
+
+def test_a_signal_after_a_learning_rate_change_resumes_at_the_changed_rate(
+    tmp_path: Path,
+) -> None:
+    """Mid-segment resumption sets the segment's learning rate too (segment 2 runs at half)."""
+    w, result = _halving_run(None)
+    path = tmp_path / "run.safetensors"
+    with pytest.raises(TrainingInterrupted):
+        _halving_run(path, signal_at=7)
+    resumed, resumed_result = _halving_run(path)
+    assert resumed_result.resumed_at == 8
+    assert torch.equal(resumed, w) and resumed_result.history == result.history
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated latest checkpoint (a full disk, a lost write): the one before it is resumed,
+    to the uninterrupted numbers; with both damaged the run fails naming the file and the fix
+    instead of starting over silently."""
+    reference, ref_result = _noisy_regression(None)
+    path = tmp_path / "run.safetensors"
+    with killed_after_checkpoints(2):  # the checkpoints of segments 1 and 2
+        _noisy_regression(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="replicate"):
+        resumed, result = _noisy_regression(path)
+    assert result.resumed_at == 4, "segment 1's checkpoint"
+    assert "the checkpoint before the damaged one" in caplog.text
+    assert result.history == ref_result.history
+    assert _same_weights(resumed, reference)
+    for file in (path, path.with_name(path.name + ".previous")):
+        file.write_bytes(b"damaged")
+    with pytest.raises(ValueError, match=r"run.safetensors is damaged .* delete .*from the start"):
+        _noisy_regression(path)
+
+
+def test_a_resume_written_by_other_code_is_resumed_naming_the_modules_that_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = {"modules": {"replicate.training": "a", "replicate.models.flows": "b"}, "versions": {}}
+    new = {"modules": {"replicate.training": "a", "replicate.models.flows": "c"}, "versions": {}}
+    path = tmp_path / "run.safetensors"
+    with recording_code(old), killed_after_checkpoints(1):
+        _noisy_regression(path)
+    assert stored_code(path) == old
+    with recording_code(new), caplog.at_level(logging.WARNING, logger="replicate"):
+        _, result = _noisy_regression(path)
+    assert result.resumed_at == 4
+    assert "other code wrote (replicate.models.flows (changed))" in caplog.text
+    caplog.clear()
+    with recording_code(new), caplog.at_level(logging.WARNING, logger="replicate"):
+        _noisy_regression(path)  # now written by this code: no warning
+    assert "other code" not in caplog.text
+
+
+def _halving_run(
+    path: Path | None, iterations: int = 12, signal_at: int | None = None
+) -> tuple[torch.Tensor, FitResult]:
+    """Adam on a noisy quadratic whose learning rate halves every second segment of 3; with
+    ``signal_at``, SIGTERM arrives during that iteration."""
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.tensor([2.0, -1.0]))
     optimizer = make_optimizer([w], lr=0.1)
 
     def step(i: int) -> dict[str, torch.Tensor]:
+        if i == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         return {"loss": ((w - 0.1 * torch.randn(2)) ** 2).sum()}
 
     resume = Resume(path, torch.nn.ParameterList([w]), {"lr": 0.1}) if path else None
@@ -155,9 +263,7 @@ def test_checkpoint_of_another_configuration_starts_over(tmp_path: Path) -> None
     save_run(
         Resume(path, torch.nn.ParameterList([w]), {"lr": 0.2}),
         optimizer,
-        [{"loss": 1.0}] * 4,
-        [],
-        {},
+        RunState([{"loss": 1.0}] * 4),
     )
     result = fit(
         lambda i: {"loss": (w**2).sum()},
@@ -204,7 +310,8 @@ def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
     w = torch.nn.Parameter(torch.ones(1))
     saved = torch.nn.ParameterList([torch.nn.Parameter(torch.full((1,), 7.0))])
     # 3 iterations of history: not a whole number of this run's 4-iteration segments.
-    save_run(Resume(path, saved, {}), make_optimizer(saved, lr=0.1), [{"loss": 1.0}] * 3, [], {})
+    # Written at a segment's end, so without the generator state a signal's checkpoint holds.
+    save_run(Resume(path, saved, {}), make_optimizer(saved, lr=0.1), RunState([{"loss": 1.0}] * 3))
     seen: list[float] = []
 
     def step(i: int) -> dict[str, torch.Tensor]:
@@ -223,12 +330,17 @@ def test_checkpoint_ending_mid_segment_is_ignored_before_anything_is_loaded(
 
 
 # -- validation: held-out loss, early stopping, best weights ---------------------------------
-def _overshooting_run(patience: int | None, **kw) -> tuple[FitResult, torch.nn.Parameter, list]:
+def _overshooting_run(
+    patience: int | None, path: Path | None = None, **kw
+) -> tuple[FitResult, torch.nn.Parameter, list]:
     """w descends (w - 3)^2 from 0 in 10 segments of 2 steps; the held-out loss is (w - 1)^2, so
-    it improves until w passes 1 and then worsens: the best weights are those nearest 1."""
+    it improves until w passes 1 and then worsens: the best weights are those nearest 1. With
+    ``path``, resumable from there."""
     w = torch.nn.Parameter(torch.zeros(1))
     model = torch.nn.ParameterList([w])
     at_segment_end: list[float] = []
+    if path is not None:
+        kw["resume"] = Resume(path, model, {})
 
     def held_out(generator: torch.Generator) -> torch.Tensor:
         at_segment_end.append(float(w))
@@ -253,6 +365,18 @@ def test_early_stopping_restores_the_best_weights() -> None:
     assert result.best_segment == best + 1
     assert float(w.detach()) == seen[best], "the model must end with the best segment's weights"
     assert len(result.history) == 2 * len(seen) < 20
+
+
+def test_a_run_that_stopped_early_is_not_trained_further_when_rerun(tmp_path: Path) -> None:
+    """Its outputs unwritten (a failure after the loop), a run that stopped early resumes as
+    stopped: no further segment, the same best weights and validation losses."""
+    path = tmp_path / "run.safetensors"
+    first, w_first, _ = _overshooting_run(patience=2, path=path)
+    again, w_again, seen = _overshooting_run(patience=2, path=path)
+    assert first.stopped_early and again.stopped_early and not seen, "trained further"
+    assert again.resumed_at == len(first.history) and again.iterations == 0
+    assert again.validation == first.validation and again.best_segment == first.best_segment
+    assert torch.equal(w_again.detach(), w_first.detach())
 
 
 def test_without_patience_every_segment_runs_and_the_best_weights_come_back() -> None:

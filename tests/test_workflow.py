@@ -5,6 +5,7 @@ configuration fails before any rule runs, naming the key."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 from helpers import (
     PAPER_FIGURES,
     PAPER_TABLES,
+    REPO,
     compare_outputs,
     copy_run,
     jobs_in_start_order,
@@ -123,3 +125,67 @@ def test_default_configuration_builds_its_dag(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "--dry-run", "--quiet", "rules", configfile=None)
     for rule in ("prepare_data", "train_gmm", "train_autoencoder", "all"):
         assert rule in proc.stdout, f"rule {rule} missing from the default DAG:\n{proc.stdout}"
+
+
+# -- results know their code ------------------------------------------------------------------
+def _jobs_after_editing(smoke_run: Path, tmp_path: Path, module: str, edit) -> dict[str, int]:
+    """The jobs `snakemake --dry-run` lists for the finished smoke run once ``module`` (a file
+    under src/replicate/) of a copy of the library is edited by ``edit(text) -> text``: rule
+    name -> job count, from Snakemake's job-stats table."""
+    copy_run(smoke_run, tmp_path / "run")
+    library = tmp_path / "lib" / "replicate"
+    shutil.copytree(REPO / "src" / "replicate", library)
+    path = library / module
+    path.write_text(edit(path.read_text()))
+    out = snakemake(tmp_path / "run", "--dry-run", env={"PYTHONPATH": str(library.parent)})
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split() for line in table.splitlines()[3:]]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0] != "total"}
+
+
+GMM_RULES = {
+    "train_gmm",
+    "evaluate_gmm",
+    "evaluate_gmm_exact",
+    "gmm_metrics",
+    "benchmark_gmm_speed",
+    "plot_fig5_1",
+    "plot_fig5_2",
+    "plot_training_gmm",
+}
+TRAINING_RULES = {
+    "train_gmm",
+    "train_autoencoder",
+    "train_latent_flow",
+    "train_latent_cinn",
+    "train_latent_classifier",
+    "train_joint_latent",
+    "train_kinematics",
+    "run_linear_gaussian",
+}
+
+
+def test_a_code_change_reruns_the_jobs_whose_stage_imports_it_and_no_other(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    """One line of the mixture's training code changed: the mixture's jobs are stale (its
+    stage module imports every mixture module) and nothing of E3, E4 or the linear-Gaussian
+    check; every model's training once the invertible network changes; a docstring, nothing."""
+    jobs = _jobs_after_editing(
+        smoke_run, tmp_path / "gmm", "experiments/gmm/training.py", lambda t: t + "\nSTEP = 1\n"
+    )
+    assert "train_gmm" in jobs and set(jobs) <= GMM_RULES | {"all"}, jobs
+    jobs = _jobs_after_editing(
+        smoke_run, tmp_path / "flows", "models/flows.py", lambda t: t + "\nSTEP = 1\n"
+    )
+    assert TRAINING_RULES <= set(jobs) and "prepare_data" not in jobs, jobs
+    jobs = _jobs_after_editing(
+        smoke_run,
+        tmp_path / "docstring",
+        "models/flows.py",
+        lambda t: t.replace('"""', '"""Reworded. ', 1) + "\n# a comment\n",
+    )
+    assert jobs == {}, jobs

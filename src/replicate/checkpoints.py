@@ -2,7 +2,8 @@
 trained under, which a load must match (:func:`save_checkpoint`, :func:`load_checkpoint`); the
 model's and the optimiser's state as named tensors, and the resume checkpoint from which a
 killed run continues with the numbers of an uninterrupted one (:class:`Resume`, written by
-:func:`save_run` at the end of every segment and read by :func:`restore_run`).
+:func:`save_run` at the end of every segment, at a signal and at the end of the run, and read by
+:func:`restore_run`), the one before it kept in case the latest is damaged.
 
 Example:
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
@@ -16,8 +17,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from replicate.files import atomic_path
+from replicate.fingerprints import changed_modules, current_code
 
 __all__ = [
     "CheckpointMismatch",
     "Resume",
+    "RunState",
     "config_hash",
+    "discard_resumable",
     "load_checkpoint",
     "load_resumable",
     "model_tensors",
@@ -40,8 +44,10 @@ __all__ = [
     "restore_optimizer",
     "restore_run",
     "save_checkpoint",
+    "save_resumable",
     "save_run",
     "snapshot",
+    "stored_code",
     "tensors_under",
     "tensors_with_prefix",
 ]
@@ -108,10 +114,22 @@ def _differences(stored: Any, expected: Any, key: str = "") -> list[str]:
 def save_checkpoint(
     path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]
 ) -> None:
-    """Save tensors as safetensors (no pickle), with ``metadata`` (the configuration) inside."""
+    """Save tensors as safetensors (no pickle), with ``metadata`` (the configuration) inside and,
+    within a pipeline rule, the fingerprint of the code that wrote it
+    (:func:`replicate.fingerprints.current_code`; recorded, never compared by a load)."""
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {"config": _canonical(metadata)}
+    if (code := current_code()) is not None:
+        header["code"] = _canonical(code)
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata={"config": _canonical(metadata)})
+        save_file(contiguous, str(tmp), metadata=header)
+
+
+def stored_code(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The code fingerprint a checkpoint was written with (None: written outside a rule)."""
+    with safe_open(str(path), framework="pt") as f:
+        code = (f.metadata() or {}).get("code")
+    return json.loads(code) if code else None
 
 
 def load_checkpoint(
@@ -237,8 +255,10 @@ class Resume:
     """Where a run keeps its resume checkpoint, and under which configuration.
 
     The checkpoint holds the model, the optimiser state and the loss history; it is written
-    atomically at the end of every segment and deleted when the run finishes. A checkpoint
-    written under other ``metadata`` (another configuration) is ignored with a warning.
+    atomically at the end of every segment (and at SIGTERM or SIGINT), the one before it kept
+    beside it (:func:`save_resumable`), and left for the caller to delete with
+    :func:`discard_resumable` once the run's outputs are written. A checkpoint written under
+    other ``metadata`` (another configuration) is ignored with a warning.
     """
 
     path: str | os.PathLike
@@ -246,12 +266,68 @@ class Resume:
     metadata: Mapping[str, Any]
 
 
+def _previous(path: Path) -> Path:
+    """Where the resume checkpoint before the latest one is kept."""
+    return path.with_name(path.name + ".previous")
+
+
+def save_resumable(
+    path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any]
+) -> None:
+    """Write a resume checkpoint, keeping the one it replaces as ``<path>.previous``: should the
+    new one be damaged (a disk that filled, a file system that lost the last write),
+    :func:`load_resumable` falls back to the one before.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "last.safetensors"
+        >>> for step in (1, 2):
+        ...     save_resumable(path, {"step": torch.tensor(step)}, {"lr": 0.1})
+        >>> _ = path.write_bytes(b"damaged")
+        >>> int(load_resumable(path, {"lr": 0.1})["step"])
+        1
+    """
+    path = Path(path)
+    if path.exists():
+        os.replace(path, _previous(path))
+    save_checkpoint(path, tensors, metadata)
+
+
+def discard_resumable(path: str | os.PathLike | None) -> None:
+    """Delete a run's resume checkpoints (the latest and the one before): call it once the
+    outputs they would restore are written, never before."""
+    if path is not None:
+        for file in (Path(path), _previous(Path(path))):
+            file.unlink(missing_ok=True)
+
+
+def _warn_if_other_code(path: Path) -> None:
+    """A resume checkpoint written by other library code is resumed, saying what changed."""
+    stored, current = stored_code(path), current_code()
+    if stored is None or current is None:
+        return
+    changes = changed_modules(stored, current)
+    if changes:
+        log.warning(
+            "resuming from %s, which other code wrote (%s); training goes on with this code. "
+            "Delete it (and %s) to train from the start with this code only.",
+            path,
+            ", ".join(changes),
+            _previous(path).name,
+        )
+
+
 def load_resumable(
     path: str | os.PathLike, metadata: Mapping[str, Any], device: torch.device | str = "cpu"
 ) -> dict[str, Tensor] | None:
-    """The tensors of the resume checkpoint at ``path``, or None where there is none or it
-    cannot be resumed (written under other ``metadata``, or unreadable: a warning says which),
-    so that the run starts over.
+    """The tensors of the resume checkpoint at ``path``, or None where there is none or it was
+    written under other ``metadata`` (a warning says so), so that the run starts over.
+
+    A damaged checkpoint (truncated, unreadable) is never a silent restart: the one before it
+    (``<path>.previous``, :func:`save_resumable`) is resumed instead, with a warning; where that
+    is missing or damaged too, ``ValueError`` names the file and the fix. A checkpoint written
+    by other library code (its recorded fingerprint) is resumed with a warning naming the
+    modules that changed.
 
     Example:
         >>> import tempfile, pathlib
@@ -261,13 +337,40 @@ def load_resumable(
         (3, None)
     """
     path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        return load_checkpoint(path, metadata, device)
-    except (CheckpointMismatch, ValueError) as exc:
-        log.warning("not resuming from %s: %s", path, exc)
-        return None
+    for candidate in (path, _previous(path)):
+        if not candidate.exists():
+            continue
+        try:
+            tensors = load_checkpoint(candidate, metadata, device)
+        except CheckpointMismatch as exc:
+            log.warning("not resuming from %s: %s", candidate, exc)
+            return None
+        except ValueError as exc:
+            log.warning("resume checkpoint %s is damaged: %s", candidate, exc)
+            continue
+        if candidate != path:
+            log.warning("resuming from %s, the checkpoint before the damaged one", candidate)
+        _warn_if_other_code(candidate)
+        return tensors
+    if path.exists() or _previous(path).exists():
+        raise ValueError(
+            f"resume checkpoint {path} is damaged and no earlier one is readable; delete "
+            f"{path} and {_previous(path)} to train this model from the start"
+        )
+    return None
+
+
+@dataclass
+class RunState:
+    """What a resume checkpoint restores besides the weights and the optimiser: the loss history,
+    the validation losses and best weights so far, whether patience had run out, and, for a
+    checkpoint written between two segments (at a signal), the global generator's state."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation: list[float] = field(default_factory=list)
+    best: dict[str, Tensor] = field(default_factory=dict)
+    stopped_early: bool = False
+    rng: Tensor | None = None
 
 
 def restore_run(
@@ -276,19 +379,19 @@ def restore_run(
     segment: int,
     iterations: int,
     validated: bool,
-) -> tuple[list[dict[str, float]], list[float], dict[str, Tensor]]:
-    """Load ``resume``'s checkpoint into the model and optimiser; return its loss history, its
-    validation losses and the best weights so far (``best.``-prefixed model tensors).
+) -> RunState:
+    """Load ``resume``'s checkpoint into the model and optimiser; return the rest of its state.
 
-    A checkpoint that cannot be resumed (another configuration, no history, a history that does
-    not end on a segment of this run, or validation state that does not match it) is ignored
-    with a warning before anything is loaded, so the run then starts over from its fresh
-    initialisation.
+    A checkpoint that cannot be resumed (another configuration, no history, a history longer
+    than this run or ending between two segments, unless the run finished there or the
+    generator state to go on from there is saved, or validation state that does not match it)
+    is ignored with a warning before anything is loaded, so the run then starts over from its
+    fresh initialisation.
     """
     path = Path(resume.path)
     tensors = load_resumable(path, resume.metadata, next(resume.model.parameters()).device)
     if tensors is None:
-        return [], [], {}
+        return RunState()
     # Named "history.<position>.<term>": safetensors sorts names, the history keeps step's order.
     columns = sorted(
         (int(k.split(".")[1]), k.split(".", 2)[2], v.tolist())
@@ -297,39 +400,48 @@ def restore_run(
     )
     terms = {name: values for _, name, values in columns}
     length = len(next(iter(terms.values()))) if terms else 0
-    if not length or length % segment or length > iterations:
+    rng = tensors.get("rng.cpu")
+    finished = length == iterations
+    if not length or (length % segment and rng is None and not finished) or length > iterations:
         log.warning("not resuming from %s: its history does not end on a segment", path)
-        return [], [], {}
+        return RunState()
     losses = tensors["validation.loss"].tolist() if "validation.loss" in tensors else []
     best = tensors_under(tensors, "best")
-    if validated and (len(losses) != length // segment or not best):
+    if validated and (len(losses) != length // segment or (losses and not best)):
         log.warning("not resuming from %s: it holds no validation state for this run", path)
-        return [], [], {}
+        return RunState()
     restore_model(resume.model, tensors)
     restore_optimizer(optimizer, tensors)
     history = [{name: values[i] for name, values in terms.items()} for i in range(length)]
-    return history, losses, best
+    stopped = bool(tensors["loop.stopped_early"]) if "loop.stopped_early" in tensors else False
+    return RunState(
+        history, losses, best, stopped, rng.to(torch.uint8).cpu() if rng is not None else None
+    )
 
 
 def save_run(
     resume: Resume,
     optimizer: torch.optim.Optimizer,
-    history: Sequence[Mapping[str, float]],
-    validation: Sequence[float],
-    best: Mapping[str, Tensor],
+    state: RunState,
 ) -> None:
-    """Write ``resume``'s checkpoint: the model, the optimiser, the loss history (one float64
-    column per term) and, after a validated segment, the validation losses and the best
-    weights; what :func:`restore_run` reads back."""
+    """Write ``resume``'s checkpoint: the model, the optimiser, ``state``'s loss history (one
+    float64 column per term), its validation losses and best weights after a validated segment,
+    whether it stopped early and its generator state (if any); what :func:`restore_run` reads
+    back. The one it replaces is kept as ``<path>.previous`` (:func:`save_resumable`)."""
     model = model_tensors(resume.model)
     losses = {
-        f"history.{position}.{name}": torch.tensor([h[name] for h in history], dtype=torch.float64)
-        for position, name in enumerate(history[0])
+        f"history.{position}.{name}": torch.tensor(
+            [h[name] for h in state.history], dtype=torch.float64
+        )
+        for position, name in enumerate(state.history[0])
     }
-    if validation:
-        losses["validation.loss"] = torch.tensor(validation, dtype=torch.float64)
-        losses.update(tensors_with_prefix(best, "best"))
-    save_checkpoint(
+    if state.validation:
+        losses["validation.loss"] = torch.tensor(state.validation, dtype=torch.float64)
+        losses.update(tensors_with_prefix(state.best, "best"))
+    losses["loop.stopped_early"] = torch.tensor(state.stopped_early)
+    if state.rng is not None:
+        losses["rng.cpu"] = state.rng
+    save_resumable(
         resume.path, {**model, **optimizer_tensors(optimizer), **losses}, resume.metadata
     )
 

@@ -38,7 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash or kill inside the block leaves no file at ``path``, so Snakemake never takes a
-    half-written output as finished.
+    half-written output as finished; the file is flushed to the disk (``fsync``) before the
+    rename and the directory after it, so that a power loss cannot leave an empty file under
+    the final name.
 
     Example:
         >>> import tempfile, pathlib
@@ -59,9 +61,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
+        _fsync(tmp_path)  # the bytes reach the disk before the name does: a power loss
+        os.replace(tmp_path, path)  # leaves the old file or the whole new one, never an empty one
+        _fsync(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's: its entries') writes to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:

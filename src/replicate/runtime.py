@@ -9,12 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,18 +26,22 @@ import torch
 from torch import Tensor
 
 from replicate.config import stage_device
+from replicate.fingerprints import code_digest, recording_code
 
 if TYPE_CHECKING:  # pandas only for the annotation: runtime is imported by every rule
     pass
 
 __all__ = [
     "ProgressLog",
+    "StopRequest",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "check_finite",
     "resolve_device",
     "run_stage",
     "seed_everything",
     "setup_logging",
+    "stop_requests",
     "use_threads",
 ]
 
@@ -53,6 +60,58 @@ class TrainingDiverged(RuntimeError):
             f"training diverged at iteration {iteration}: non-finite loss ({shown}). "
             "Lower the learning rate or check the input data."
         )
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped at a signal (SIGTERM: a cluster's preemption or time limit; SIGINT:
+    Ctrl-C) after writing its resume checkpoint: rerunning the job resumes from it."""
+
+    def __init__(self, signal_number: int, iteration: int, path: str | os.PathLike) -> None:
+        self.signal_number, self.iteration = signal_number, iteration
+        super().__init__(
+            f"stopped by {signal.Signals(signal_number).name} after iteration {iteration}; "
+            f"its state is saved in {path}: rerun the job to resume from there"
+        )
+
+
+class StopRequest:
+    """Whether a SIGTERM or SIGINT arrived (``signal_number``, else None): set by the handler of
+    :func:`stop_requests`, read by the training loop between two iterations."""
+
+    signal_number: int | None = None
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[StopRequest]:
+    """Within the block, SIGTERM and SIGINT do not kill the process: they set the request, for
+    the training loop to save its state and stop at the next iteration's end. The handlers that
+    were there come back after the block. Outside the main thread (where Python delivers no
+    signal) the request is never set.
+
+    Example:
+        >>> with stop_requests() as request:
+        ...     signal.raise_signal(signal.SIGTERM)
+        ...     request.signal_number == signal.SIGTERM
+        True
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signal_number: int, _frame: object) -> None:
+        log.warning(
+            "received %s: saving the training state at the end of this iteration",
+            signal.Signals(signal_number).name,
+        )
+        request.signal_number = signal_number
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def setup_logging(log_file: str | os.PathLike | None = None) -> None:
@@ -76,8 +135,10 @@ def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: 
     fails), PyTorch's thread pool is sized to the rule's ``threads`` (a job booked for one core
     must not take every core), and a stage that takes ``threads`` or ``device`` gets the rule's
     threads and the rule's device (``stage_devices`` or ``device`` of the config) unless the
-    script passes them. Seeds come in as the
-    stage's own arguments (wildcards, params): each stage seeds the streams it draws from.
+    script passes them, and the rule's code fingerprint (``params.code``,
+    :func:`replicate.fingerprints.code_fingerprint`) is what the checkpoints and status files
+    written meanwhile record. Seeds come in as the stage's own arguments (wildcards, params):
+    each stage seeds the streams it draws from.
 
     Example:
         >>> import types, tempfile, pathlib
@@ -102,15 +163,18 @@ def run_stage(snakemake: Any, stage: Callable[..., T], /, *args: Any, **kwargs: 
         kwargs["device"] = stage_device({"device": "auto", **snakemake.config}, snakemake.rule)
     device = kwargs.get("device", given.get("device"))
     wildcards = ", ".join(f"{k}={v}" for k, v in dict(snakemake.wildcards).items())
+    code = getattr(getattr(snakemake, "params", None), "code", None)
     log.info(
-        "rule %s%s: %d thread(s)%s",
+        "rule %s%s: %d thread(s)%s%s",
         snakemake.rule,
         f" ({wildcards})" if wildcards else "",
         threads,
         f", device {device}" if device is not None else "",
+        f", code {code_digest(code)} ({len(code['modules'])} modules)" if code else "",
     )
     try:
-        return stage(*args, **kwargs)
+        with recording_code(code):
+            return stage(*args, **kwargs)
     except Exception:
         log.exception("rule %s failed", snakemake.rule)
         raise

@@ -17,12 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,9 @@ from torch import Tensor, nn
 
 from replicate.checkpoints import (
     Resume,
+    RunState,
     config_hash,
+    discard_resumable,
     restore_model,
     restore_run,
     save_checkpoint,
@@ -40,8 +42,15 @@ from replicate.checkpoints import (
     snapshot,
 )
 from replicate.files import atomic_path, write_json
+from replicate.fingerprints import current_code
 from replicate.models.base import as_input
-from replicate.runtime import ProgressLog, TrainingDiverged, check_finite
+from replicate.runtime import (
+    ProgressLog,
+    TrainingDiverged,
+    TrainingInterrupted,
+    check_finite,
+    stop_requests,
+)
 from replicate.training_steps import StepRunner, TrainingSetup, TrainingStep
 
 __all__ = [
@@ -262,8 +271,14 @@ def fit(
         seed: if given, the global generator is reseeded with :func:`segment_seed` at the start
             of every segment, so that the model's own noise does not depend on where a run
             resumed.
-        resume: the run's resume checkpoint (saved every segment, resumed from at the start,
-            deleted at the end), or None for a run that starts over when killed.
+        resume: the run's resume checkpoint, or None for a run that starts over when killed.
+            Saved after every segment and once more when the run ends (so a failure before
+            the caller's outputs are written loses no training: the caller deletes it with
+            :func:`replicate.checkpoints.discard_resumable` after writing them), resumed from
+            at the start. While it runs, SIGTERM or SIGINT saves it at the end of the current
+            iteration (on a GPU: of the current segment) and raises
+            :class:`replicate.runtime.TrainingInterrupted`; the rerun resumes there with the
+            numbers of an uninterrupted run.
         result: filled in place and returned, so that a caller catching
             :class:`replicate.runtime.TrainingDiverged` still sees the iterations done.
         validation: a held-out loss evaluated after every segment, with early stopping and the
@@ -280,60 +295,85 @@ def fit(
         >>> r = fit(lambda i: {"loss": (w**2).sum()}, make_optimizer([w], lr=0.1), 20,
         ...         segment=5, seed=0, resume=ckpt, progress_every=0)
         >>> len(r.history), len(r.segment_means(5)), path.exists()
-        (20, 4, False)
+        (20, 4, True)
+        >>> fit(lambda i: {"loss": (w**2).sum()}, make_optimizer([w], lr=0.1), 20, segment=5,
+        ...     seed=0, resume=ckpt, progress_every=0).resumed_at  # nothing left to train
+        20
     """
     result = result if result is not None else FitResult()
     segment = segment or iterations
-    best: dict[str, Tensor] = {}
+    state = RunState()
     if resume is not None:
-        result.history[:], result.validation[:], best = restore_run(
-            resume, optimizer, segment, iterations, validation is not None
-        )
+        state = restore_run(resume, optimizer, segment, iterations, validation is not None)
+        result.history[:], result.validation[:] = state.history, state.validation
         if result.history:
             log.info(
-                "resuming after %s %d (iteration %d/%d) from %s",
+                "resuming after %s %d (iteration %d/%d) from %s%s",
                 segment_name,
                 len(result.history) // segment,
                 len(result.history),
                 iterations,
                 resume.path,
+                " (stopped early there)" if state.stopped_early else "",
             )
+    best = state.best
+    result.stopped_early = state.stopped_early
     if result.validation:
         result.best_segment = int(np.argmin(result.validation)) + 1
     start = result.resumed_at = len(result.history)
     runner = StepRunner(step, optimizer, grad_clip)
+    if state.rng is not None:  # written at a signal, between two segment starts
+        torch.set_rng_state(state.rng)
+        if lr_factor is not None:
+            runner.scale_lr(lr_factor(start // segment))
     progress = ProgressLog(iterations, progress_every, what, start) if progress_every else None
     n_segments = -(-iterations // segment)
+    end = start if state.stopped_early else iterations
     begin = time.perf_counter()
-    try:
-        for i in range(start, iterations):
-            if seed is not None and i % segment == 0:
-                torch.manual_seed(segment_seed(seed, i // segment))
-            if lr_factor is not None and i % segment == 0:
-                runner.scale_lr(lr_factor(i // segment))
-            runner.run(i)
-            end_of_segment = (i + 1) % segment == 0 or i + 1 == iterations
-            if runner.mode != "eager" and not end_of_segment:
-                continue
-            for j, values, queued in runner.flush():
-                result.history.append(values)
-                result.iterations = j + 1 - start
-                if progress is not None:
-                    progress.update(j + 1, values, now=queued)
-            if not end_of_segment:
-                continue
-            k = -(-(i + 1) // segment)
-            if n_segments > 1 and (i + 1) % segment == 0:
-                mean = float(np.mean([h["loss"] for h in result.history[-segment:]]))
-                log.info("%s %d/%d mean loss %.5g", segment_name, k, n_segments, mean)
-            if validation is not None:
-                stop = _validate(validation, result, best, k, i, segment_name)
-                if stop:
+    with stop_requests() if resume is not None else contextlib.nullcontext() as stop:
+        try:
+            for i in range(start, end):
+                if seed is not None and i % segment == 0:
+                    torch.manual_seed(segment_seed(seed, i // segment))
+                if lr_factor is not None and i % segment == 0:
+                    runner.scale_lr(lr_factor(i // segment))
+                runner.run(i)
+                end_of_segment = (i + 1) % segment == 0 or i + 1 == iterations
+                if runner.mode != "eager" and not end_of_segment:
+                    continue  # a replayed graph's terms are read back per segment
+                for j, values, queued in runner.flush():
+                    result.history.append(values)
+                    result.iterations = j + 1 - start
+                    if progress is not None:
+                        progress.update(j + 1, values, now=queued)
+                signalled = stop is not None and stop.signal_number is not None
+                if signalled and not end_of_segment:
+                    # Eager on the CPU: the generator's state carries the run on from here.
+                    state = RunState(result.history, result.validation, best, False)
+                    state.rng = torch.get_rng_state()
+                    save_run(resume, optimizer, state)
+                    raise TrainingInterrupted(stop.signal_number, i + 1, resume.path)
+                if not end_of_segment:
+                    continue
+                k = -(-(i + 1) // segment)
+                if n_segments > 1 and (i + 1) % segment == 0:
+                    mean = float(np.mean([h["loss"] for h in result.history[-segment:]]))
+                    log.info("%s %d/%d mean loss %.5g", segment_name, k, n_segments, mean)
+                if validation is not None and _validate(
+                    validation, result, best, k, i, segment_name
+                ):
                     break
-            if resume is not None and i + 1 < iterations and (i + 1) % segment == 0:
-                save_run(resume, optimizer, result.history, result.validation, best)
-    finally:  # also when a divergence stops the run: the caller reports its cost
-        result.seconds = time.perf_counter() - begin
+                if resume is not None and i + 1 < iterations:
+                    save_run(resume, optimizer, RunState(result.history, result.validation, best))
+                    if signalled:
+                        raise TrainingInterrupted(stop.signal_number, i + 1, resume.path)
+        finally:  # also when a divergence stops the run: the caller reports its cost
+            result.seconds = time.perf_counter() - begin
+        if resume is not None and result.history and start < end:
+            # The finished run, kept until the caller has written what it promised: a failure
+            # between here and its last output resumes with nothing left to train.
+            finished = RunState(result.history, result.validation, best, result.stopped_early)
+            save_run(resume, optimizer, finished)
     if validation is not None and best:
         restore_model(validation.model, best)
         log.info(
@@ -342,8 +382,6 @@ def fit(
             result.best_segment,
             result.validation[result.best_segment - 1],
         )
-    if resume is not None:
-        Path(resume.path).unlink(missing_ok=True)
     return result
 
 
@@ -482,7 +520,7 @@ def fit_conditional(
         return {"x": x[rows], "condition": condition[rows], **model.schedule(i)}
 
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
-    return fit(
+    result = fit(
         TrainingStep(inputs, model.loss_terms),
         make_optimizer(model.parameters(), lr=lr),
         epochs * batches.per_epoch,
@@ -493,6 +531,10 @@ def fit_conditional(
         resume=None if resume_path is None else Resume(resume_path, model, settings),
         validation=validation,
     )
+    # The trained model is the caller's now; a finished state left behind would be resumed by
+    # the next call with the same path, whatever data it is given.
+    discard_resumable(resume_path)
+    return result
 
 
 @dataclass(frozen=True)
@@ -586,6 +628,7 @@ def fit_to_files(
         "resumed_at_iteration": result.resumed_at,
         "final_terms": final,
         "config_hash": config_hash(metadata),
+        "code": current_code(),
         "torch_threads": torch.get_num_threads(),
     }
     save_checkpoint(files.checkpoint, model.state_dict(), metadata)
@@ -593,6 +636,7 @@ def fit_to_files(
         with atomic_path(files.history) as tmp:
             pd.DataFrame(history).to_csv(tmp, index=False)
     write_json(files.status, status)
+    discard_resumable(files.resume)  # only now: every output is written
     log.info(
         "%s: %s after %d iterations, %.3f s/iteration",
         name,

@@ -7,6 +7,7 @@ validate_config(
     config, Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 )
 
+
 SEEDS = config["seeds"]
 DATASETS = ["mnist", "fashion_mnist"]
 

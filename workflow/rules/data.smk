@@ -29,6 +29,8 @@ rule prepare_data:
     # No params: the script reads config["data"] (where to look, timeouts) itself, because the
     # files are byte-identical whichever source supplies them, and a params change would make
     # Snakemake redo this rule and so retrain every model downstream.
+    params:
+        code=code_of("prepare_data.py"),
     script:
         "../scripts/prepare_data.py"
 

@@ -33,12 +33,13 @@ rule train_gmm:
         runtime=120,
         mem_mb=4000,
     params:
+        code=code_of("train_gmm.py"),
         # Only the settings this model trains under, so evaluation keys do not retrain it.
         settings=lambda wildcards: training_settings(
             config["gmm"], wildcards.model, wildcards.network
         ),
         device=stage_device(config, "train_gmm"),
-        # Saved every few iterations, so a killed job resumes; deleted when training finishes.
+        # Saved every few iterations, so a killed job resumes; deleted once the outputs are written.
         resume="results/gmm/checkpoints/{model}_{network}_{labels}_seed{seed}_last.safetensors",
     script:
         "../scripts/train_gmm.py"

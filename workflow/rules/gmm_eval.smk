@@ -57,6 +57,7 @@ rule evaluate_gmm:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("evaluate_gmm.py"),
         # The model's training settings (to load its checkpoint) plus the evaluation sizes.
         settings=lambda wildcards: training_settings(
             config["gmm"], wildcards.model, wildcards.network
@@ -83,6 +84,7 @@ rule evaluate_gmm_exact:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("evaluate_gmm_exact.py"),
         settings=GMM_EVAL_KEYS,
     script:
         "../scripts/evaluate_gmm_exact.py"
@@ -114,6 +116,7 @@ rule gmm_metrics:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("gmm_metrics.py"),
         model_order=["exact", *GMM_MODELS],
         network_order=GMM_NETWORKS,
     script:
@@ -157,6 +160,8 @@ rule plot_fig5_1:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("plot_fig5_1.py"),
     script:
         "../scripts/plot_fig5_1.py"
 
@@ -199,6 +204,7 @@ rule plot_fig5_2:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_fig5_2.py"),
         models=[*FIG5_2_MODELS, "exact"],
         gmm_config={"inn": config["gmm"]["inn"]},
     script:
@@ -240,6 +246,7 @@ rule plot_training_gmm:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_training_gmm.py"),
         gmm_config={"inn": config["gmm"]["inn"]},
     script:
         "../scripts/plot_training_gmm.py"
@@ -267,6 +274,7 @@ rule benchmark_gmm_speed:
         runtime=60,
         mem_mb=8000,
     params:
+        code=code_of("benchmark_gmm_speed.py"),
         # Only what a training step depends on, so evaluation keys do not rerun the benchmark.
         gmm_config={
             **{k: config["gmm"][k] for k in ("batch_size", "ours", "inn", "cinn")},

@@ -1,6 +1,15 @@
 # Rule inputs (and a priority) computed from the configuration and the wildcards, one named
 # function each (the rule files define the rules and names used here, which Snakemake has read by
-# the time one is called).
+# the time one is called), and the code fingerprint every rule passes as a param.
+from replicate.fingerprints import code_fingerprint
+
+
+def code_of(script):
+    """The fingerprint of the library code that workflow/scripts/<script> runs (its modules'
+    digests, docstrings and comments aside, and the versions of replicate, torch and sbi): a
+    param of every rule, so that a change to that code reruns the rule and what depends on it.
+    """
+    return code_fingerprint(Path(workflow.basedir, "workflow", "scripts", script))
 
 
 def pretrained_ablation_inputs(wildcards):

@@ -43,6 +43,7 @@ rule kinematics_reference:
         runtime=60,
         mem_mb=4000,
     params:
+        code=code_of("kinematics_reference.py"),
         settings=KIN_REFERENCE_KEYS,
     script:
         "../scripts/kinematics_reference.py"
@@ -68,12 +69,13 @@ rule train_kinematics:
         runtime=60,
         mem_mb=4000,
     params:
+        code=code_of("train_kinematics.py"),
         # Only the settings this model trains under, so evaluation keys do not retrain it.
         settings=lambda wildcards: kinematics_settings.training_settings(
             KIN, wildcards.model
         ),
         device=stage_device(config, "train_kinematics"),
-        # Saved every training.checkpoint_every iterations; deleted when training finishes.
+        # Saved every training.checkpoint_every iterations; deleted once the outputs are written.
         resume="results/kinematics/checkpoints/{model}_seed{seed}_last.safetensors",
     script:
         "../scripts/train_kinematics.py"
@@ -99,6 +101,7 @@ rule evaluate_kinematics:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("evaluate_kinematics.py"),
         settings=lambda wildcards: kinematics_settings.training_settings(
             KIN, wildcards.model
         ),
@@ -122,6 +125,7 @@ rule evaluate_kinematics_floor:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("evaluate_kinematics_floor.py"),
         eval_settings=KIN_EVAL_KEYS,
     script:
         "../scripts/evaluate_kinematics_floor.py"
@@ -147,6 +151,7 @@ rule kinematics_metrics:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("kinematics_metrics.py"),
         model_order=["rejection", *KIN_MODELS],
     script:
         "../scripts/kinematics_metrics.py"
@@ -172,6 +177,7 @@ rule plot_kinematics_posteriors:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_kinematics_posteriors.py"),
         models=KIN_MODELS,
         observations=KIN["figure_observations"],
     script:
@@ -196,6 +202,8 @@ rule plot_kinematics_eps:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("plot_kinematics_eps.py"),
     script:
         "../scripts/plot_kinematics_eps.py"
 

@@ -37,6 +37,7 @@ rule train_autoencoder:
         runtime=24 * 60,
         mem_mb=8000,
     params:
+        code=code_of("train_autoencoder.py"),
         data_dir=lambda wildcards, input: str(Path(input[0]).parent),
         settings=AE_SETTINGS,
         seed=AE_SEED,
@@ -64,6 +65,7 @@ rule encode_latents:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("encode_latents.py"),
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=AE_SETTINGS,
         device=stage_device(config, "encode_latents"),
@@ -92,6 +94,7 @@ rule plot_reconstructions:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_reconstructions.py"),
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=AE_SETTINGS,
     script:
@@ -117,6 +120,7 @@ rule train_latent_flow:
         runtime=6 * 60,
         mem_mb=4000,
     params:
+        code=code_of("train_latent_flow.py"),
         settings=FLOW_SETTINGS,
         checkpoint="results/latent/{dataset}/checkpoints/flow_seed{seed}_last.safetensors",
         device=stage_device(config, "train_latent_flow"),
@@ -140,6 +144,7 @@ rule evaluate_latent_flow:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("evaluate_latent_flow.py"),
         settings=FLOW_SETTINGS,
     script:
         "../scripts/evaluate_latent_flow.py"
@@ -161,6 +166,7 @@ rule sample_latent_flow:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("sample_latent_flow.py"),
         settings={
             "flow": LATENT["flow"],
             "autoencoder": LATENT["autoencoder"],
@@ -189,6 +195,7 @@ rule plot_fig5_3:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_fig5_3.py"),
         n_per_class=LATENT["n_samples_per_class"],
     script:
         "../scripts/plot_fig5_3.py"
@@ -216,6 +223,7 @@ rule plot_fig5_4:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_fig5_4.py"),
         settings={
             "flow": LATENT["flow"],
             "autoencoder": LATENT["autoencoder"],
@@ -248,6 +256,8 @@ rule table1:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("make_table1.py"),
     script:
         "../scripts/make_table1.py"
 

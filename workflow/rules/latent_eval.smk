@@ -50,6 +50,7 @@ rule train_latent_classifier:
         runtime=2 * 60,
         mem_mb=4000,
     params:
+        code=code_of("train_image_classifier.py"),
         data_dir=lambda wildcards, input: str(Path(input[0]).parent),
         settings=CLASSIFIER_SETTINGS,
         seed=CLASSIFIER_SEED,
@@ -77,6 +78,7 @@ rule train_latent_cinn:
         runtime=6 * 60,
         mem_mb=4000,
     params:
+        code=code_of("train_latent_cinn.py"),
         settings=CINN_SETTINGS,
         checkpoint="results/latent/{dataset}/checkpoints/cinn_seed{seed}_last.safetensors",
         device=stage_device(config, "train_latent_cinn"),
@@ -100,6 +102,7 @@ rule sample_latent_cinn:
         runtime=30,
         mem_mb=4000,
     params:
+        code=code_of("sample_latent_cinn.py"),
         settings=LATENT_EVAL_SETTINGS,
     script:
         "../scripts/sample_latent_cinn.py"
@@ -129,6 +132,7 @@ rule evaluate_latent_generator:
         runtime=60,
         mem_mb=8000,
     params:
+        code=code_of("evaluate_latent_generator.py"),
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=LATENT_EVAL_SETTINGS,
     script:
@@ -152,6 +156,7 @@ rule evaluate_latent_references:
         runtime=60,
         mem_mb=8000,
     params:
+        code=code_of("evaluate_latent_references.py"),
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=LATENT_EVAL_SETTINGS,
     script:
@@ -185,6 +190,8 @@ rule latent_metrics:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("make_latent_metrics_table.py"),
     script:
         "../scripts/make_latent_metrics_table.py"
 
@@ -215,6 +222,8 @@ rule plot_training_latent:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("plot_training_latent.py"),
     script:
         "../scripts/plot_training_latent.py"
 

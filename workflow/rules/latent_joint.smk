@@ -39,6 +39,7 @@ rule train_joint_latent:
         runtime=24 * 60,
         mem_mb=8000,
     params:
+        code=code_of("train_joint_latent.py"),
         data_dir=lambda wildcards, input: str(Path(input[0]).parent),
         settings=JOINT_SETTINGS,
         # Not an output: Snakemake must not delete it when a killed job is rerun.
@@ -64,6 +65,7 @@ rule evaluate_joint_latent:
         runtime=60,
         mem_mb=8000,
     params:
+        code=code_of("evaluate_joint_latent.py"),
         data_dir=lambda wildcards, input: str(Path(input.verified).parent),
         settings=JOINT_EVAL_SETTINGS,
     script:
@@ -85,6 +87,8 @@ rule latent_ablation:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        code=code_of("make_latent_ablation.py"),
     script:
         "../scripts/make_latent_ablation.py"
 

@@ -35,6 +35,7 @@ rule run_linear_gaussian:
         runtime=30,
         mem_mb=2000,
     params:
+        code=code_of("run_linear_gaussian.py"),
         # Only the settings this model's run depends on, so another model's keys do not rerun it.
         settings=lambda wildcards: lg_settings.run_settings(LG, wildcards.model),
     script:
@@ -61,6 +62,7 @@ rule linear_gaussian:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("linear_gaussian.py"),
         model_order=LG_MODELS,
     script:
         "../scripts/linear_gaussian.py"
@@ -85,6 +87,7 @@ rule plot_linear_gaussian_eps:
         runtime=10,
         mem_mb=2000,
     params:
+        code=code_of("plot_linear_gaussian_eps.py"),
         n_samples=LG["n_samples"],
         data_dim=len(LG["forward"][0]),
     script:
@@ -106,6 +109,7 @@ rule npe_sbibm_check:
         runtime=120,
         mem_mb=4000,
     params:
+        code=code_of("npe_sbibm_check.py"),
         settings={k: v for k, v in LG["sbibm_check"].items() if k != "in_all"},
     script:
         "../scripts/npe_sbibm_check.py"

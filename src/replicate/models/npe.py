@@ -36,10 +36,11 @@ from replicate.checkpoints import (
     optimizer_tensors,
     restore_model,
     restore_optimizer,
-    save_checkpoint,
+    save_resumable,
     tensors_under,
     tensors_with_prefix,
 )
+from replicate.runtime import StopRequest, TrainingInterrupted, stop_requests
 
 __all__ = ["NPEPosterior", "fit_npe", "gaussian_prior", "npe_estimator"]
 
@@ -131,13 +132,18 @@ def npe_estimator(
 _EPOCH_SUMMARY = ("training_loss", "validation_loss", "epoch_durations_sec")
 
 
-def _epoch_checkpointed_npe(resume: Path | None, metadata: Mapping[str, Any]) -> type:
+def _epoch_checkpointed_npe(
+    resume: Path | None, metadata: Mapping[str, Any], stop: StopRequest | None = None
+) -> type:
     """sbi's ``NPE`` with a progress line per epoch and, with ``resume``, its loop state saved
     after every epoch and restored before the loop starts (see the module's docstring).
 
     Hooks sbi 0.27's ``_summarize_epoch`` (called once per epoch, after validation) and
     ``_run_training_loop`` (after the data split and the network's initialisation, which the
-    seeded run repeats identically); ``pyproject.toml`` pins sbi to that minor version.
+    seeded run repeats identically); ``pyproject.toml`` pins sbi to that minor version. A
+    SIGTERM or SIGINT recorded in ``stop`` ends the run after the epoch in progress is saved
+    (sbi's loop has no place to stop within an epoch), by
+    :class:`replicate.runtime.TrainingInterrupted`.
     """
     from sbi.inference import NPE  # seconds to import, with its own dependencies: only here
 
@@ -160,7 +166,9 @@ def _epoch_checkpointed_npe(resume: Path | None, metadata: Mapping[str, Any]) ->
                 self._summary["epoch_durations_sec"][-1],
             )
             if resume is not None:
-                save_checkpoint(resume, self._loop_state(), metadata)
+                save_resumable(resume, self._loop_state(), metadata)
+                if stop is not None and stop.signal_number is not None:
+                    raise TrainingInterrupted(stop.signal_number, self.epoch + 1, resume)
 
         def _loop_state(self) -> dict[str, Tensor]:
             f64 = torch.float64
@@ -234,17 +242,19 @@ def fit_npe(
     ``seconds`` (all epochs, across resumes), ``restored_epochs`` and ``steps_per_epoch``.
     """
     path = Path(resume) if resume is not None else None
-    inference = _epoch_checkpointed_npe(path, dict(resume_metadata or {}))(
-        prior=prior,
-        density_estimator=_builder(density_estimator),
-        device=str(device),
-        tracker=_LogTracker(),
-        show_progress_bars=False,
-    )
-    begin = time.perf_counter()
-    # sbi prints its convergence message; it goes to the log instead (stdout stays the caller's).
-    training_batch_size = training_batch_size or BATCH_SIZE
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(stop_requests()) if path is not None else None
+        inference = _epoch_checkpointed_npe(path, dict(resume_metadata or {}), stop)(
+            prior=prior,
+            density_estimator=_builder(density_estimator),
+            device=str(device),
+            tracker=_LogTracker(),
+            show_progress_bars=False,
+        )
+        begin = time.perf_counter()
+        # sbi prints its convergence message; it goes to the log (stdout stays the caller's).
+        training_batch_size = training_batch_size or BATCH_SIZE
+        printed = stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         estimator = inference.append_simulations(x.to(device), y.to(device)).train(
             training_batch_size=training_batch_size,
             **({"max_num_epochs": max_num_epochs} if max_num_epochs else {}),

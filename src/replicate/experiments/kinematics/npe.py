@@ -31,9 +31,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from replicate.checkpoints import config_hash, load_checkpoint, save_checkpoint
+from replicate.checkpoints import (
+    config_hash,
+    discard_resumable,
+    load_checkpoint,
+    save_checkpoint,
+)
 from replicate.experiments.kinematics.problem import PRIOR_STD, simulated_batch
 from replicate.files import atomic_path, write_json
+from replicate.fingerprints import current_code
 from replicate.models.npe import NPEPosterior, fit_npe, gaussian_prior, npe_estimator
 from replicate.runtime import resolve_device, seed_everything
 from replicate.training import TrainingFiles
@@ -71,7 +77,7 @@ def train_npe_model(
     ``files``: the estimator (safetensors), the status JSON (returned; the keys of the other
     models' status) and, with ``files.history``, the per-epoch training and validation losses.
     With ``files.resume``, the loop's state is saved there after every epoch and a killed run
-    resumes from it (deleted when the run finishes).
+    resumes from it (deleted once every output is written).
     """
     dev = resolve_device(device)
     npe_cfg = dict(settings["npe"])
@@ -114,6 +120,7 @@ def train_npe_model(
         "resumed_at_iteration": summary["restored_epochs"] * summary["steps_per_epoch"],
         "final_terms": {"validation_loss": best},
         "config_hash": config_hash(_metadata(settings)),
+        "code": current_code(),
         "torch_threads": torch.get_num_threads(),
     }
     save_checkpoint(files.checkpoint, posterior.estimator.state_dict(), _metadata(settings))
@@ -128,8 +135,7 @@ def train_npe_model(
         with atomic_path(files.history) as tmp:
             history.to_csv(tmp, index=False)
     write_json(files.status, status)
-    if files.resume is not None:
-        Path(files.resume).unlink(missing_ok=True)
+    discard_resumable(files.resume)  # only now: every output is written
     log.info("%s: %s, %.1f s", name, status["message"], seconds)
     return status
 

@@ -139,7 +139,8 @@ def to_unit_images(images: np.ndarray | Tensor) -> Tensor:
 
 
 def _metadata(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {"model": "glf_autoencoder", "latent_dim": int(config["latent_dim"])}
+    """What a trained auto-encoder records and a load must match: its whole config section."""
+    return {"model": "glf_autoencoder", **config, "latent_dim": int(config["latent_dim"])}
 
 
 def load_autoencoder(
@@ -147,8 +148,9 @@ def load_autoencoder(
 ) -> AutoEncoder:
     """Load a trained auto-encoder (eval mode) from its safetensors file.
 
-    ``config_section`` is the ``latent.autoencoder`` config; its ``latent_dim`` must match the
-    file's, else :class:`replicate.checkpoints.CheckpointMismatch`.
+    ``config_section`` is the ``latent.autoencoder`` config; every key of it must match what the
+    file was trained under, else :class:`replicate.checkpoints.CheckpointMismatch` names the keys
+    that differ.
 
     Example:
         >>> import tempfile, pathlib
@@ -270,9 +272,10 @@ def train_autoencoder(
         images: the training images.
         config: the ``latent.autoencoder`` section (``latent_dim, epochs, batch_size, lr``).
         seed: seeds the initialisation and every epoch's shuffling.
-        checkpoint_path: if given, the state is saved there after every epoch and deleted at the
-            end; a run finding a checkpoint of the same configuration resumes from it (one of
-            another configuration is ignored, with a warning, and overwritten).
+        checkpoint_path: if given, the state is saved there after every epoch and at the end
+            (for the caller to delete once the model is saved); a run finding a checkpoint of
+            the same configuration resumes from it (one of another configuration is ignored,
+            with a warning, and overwritten).
         device: where to train.
         progress_every: a progress line every this many iterations (0: none).
 

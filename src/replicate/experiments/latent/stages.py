@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from replicate.checkpoints import discard_resumable
 from replicate.data import load_images
 from replicate.experiments.latent.autoencoder import (
     encode_images,
@@ -153,6 +154,7 @@ def autoencoder_stage(
     }
     log.info("test reconstruction error: mse %.5f per pixel", metrics["test"]["mse"])
     write_json(metrics_path, metrics)
+    discard_resumable(checkpoint_path)  # only now: every output is written
     return metrics
 
 
@@ -228,6 +230,7 @@ def latent_model_stage(
     else:
         raise ValueError(f"unknown model '{model}': use ours or cinn")
     write_json(history_path, {"model": model, "seed": seed, **summary})
+    discard_resumable(checkpoint_path)  # only now: every output is written
     log.info("trained latent %s seed %d in %.1f s", model, seed, summary["seconds"])
     return summary
 
@@ -528,6 +531,7 @@ def joint_stage(
     )
     save_joint(model_path, model.cpu(), latent_config, settings, seed)
     write_json(history_path, {"variant": variant, "dataset": dataset, "seed": seed, **summary})
+    discard_resumable(checkpoint_path)  # only now: every output is written
     log.info("trained joint %s on %s, seed %d: %.1f s", variant, dataset, seed, summary["seconds"])
     return summary
 
