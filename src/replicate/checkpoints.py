@@ -414,9 +414,7 @@ def restore_run(
     restore_optimizer(optimizer, tensors)
     history = [{name: values[i] for name, values in terms.items()} for i in range(length)]
     stopped = bool(tensors["loop.stopped_early"]) if "loop.stopped_early" in tensors else False
-    return RunState(
-        history, losses, best, stopped, rng.to(torch.uint8).cpu() if rng is not None else None
-    )
+    return RunState(history, losses, best, stopped, rng.cpu() if rng is not None else None)
 
 
 def save_run(

@@ -349,9 +349,8 @@ def fit(
                 signalled = stop is not None and stop.signal_number is not None
                 if signalled and not end_of_segment:
                     # Eager on the CPU: the generator's state carries the run on from here.
-                    state = RunState(result.history, result.validation, best, False)
-                    state.rng = torch.get_rng_state()
-                    save_run(resume, optimizer, state)
+                    here = (result.history, result.validation, best, False, torch.get_rng_state())
+                    save_run(resume, optimizer, RunState(*here))
                     raise TrainingInterrupted(stop.signal_number, i + 1, resume.path)
                 if not end_of_segment:
                     continue
